@@ -1,0 +1,2 @@
+// @dstack/agent-runner — see ../shared/DESIGN.md for what lands here.
+export {};

@@ -1,0 +1,2 @@
+// @dstack/agent-shim — see ../shared/DESIGN.md for what lands here.
+export {};

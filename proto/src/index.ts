@@ -1,0 +1,2 @@
+// @dstack/proto: the contracts shared by every side of dstack-ts.
+export {};

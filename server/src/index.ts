@@ -1,0 +1,2 @@
+// @dstack/server — see ../shared/DESIGN.md for what lands here.
+export {};
