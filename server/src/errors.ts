@@ -1,0 +1,101 @@
+// The server's error catalogue, kept as data (in the spirit of Fastify's error codes):
+// every error a user can meet has a stable code, the Connect status it maps to, and a
+// message template that says what to do about it. Services throw `DstackError`s; the
+// thin API layer turns them into ConnectErrors with `toConnectError`.
+import { Code, ConnectError } from "@connectrpc/connect";
+
+export type ConnectCodeName = keyof typeof Code;
+
+interface ErrorDef {
+  /** Connect status the API answers with. */
+  status: ConnectCodeName;
+  /** `{name}` placeholders are filled from the params given at the throw site. */
+  message: string;
+}
+
+export const ERRORS = {
+  // auth
+  DSTACK_UNAUTHENTICATED: {
+    status: "Unauthenticated",
+    message: "Invalid or missing token. Pass a valid user token (dstack config / DSTACK_TOKEN); an admin can issue one with `dstack user refresh-token`.",
+  },
+  DSTACK_USER_INACTIVE: {
+    status: "Unauthenticated",
+    message: "User '{user}' is deactivated. Ask a server admin to reactivate the account.",
+  },
+  DSTACK_PERMISSION_DENIED: {
+    status: "PermissionDenied",
+    message: "Access denied: {action} requires {required}.",
+  },
+  // users
+  DSTACK_USER_NOT_FOUND: { status: "NotFound", message: "User '{user}' does not exist." },
+  DSTACK_USER_EXISTS: { status: "AlreadyExists", message: "User '{user}' already exists; choose another name or update the existing user." },
+  DSTACK_INVALID_NAME: {
+    status: "InvalidArgument",
+    message: "Invalid {kind} name '{name}': use 1-{max} characters, lowercase letters, digits and '-', starting with a letter or digit.",
+  },
+  DSTACK_LAST_ADMIN: {
+    status: "FailedPrecondition",
+    message: "Cannot {action} '{user}': it is the last active global admin. Promote another user to admin first.",
+  },
+  // projects
+  DSTACK_PROJECT_NOT_FOUND: {
+    status: "NotFound",
+    message: "Project '{project}' does not exist or you are not a member of it. List yours with `dstack project list`.",
+  },
+  DSTACK_PROJECT_EXISTS: { status: "AlreadyExists", message: "Project '{project}' already exists; choose another name." },
+  DSTACK_PROJECT_QUOTA: {
+    status: "ResourceExhausted",
+    message: "User '{user}' already owns {quota} projects, the per-user limit. Delete one or ask an admin to create the project.",
+  },
+  DSTACK_MEMBER_NOT_FOUND: { status: "NotFound", message: "User '{user}' is not a member of project '{project}'." },
+  DSTACK_INVALID_ROLE: { status: "InvalidArgument", message: "Invalid {kind} role '{role}': expected one of {allowed}." },
+  // secrets
+  DSTACK_SECRET_NOT_FOUND: { status: "NotFound", message: "Secret '{secret}' does not exist in project '{project}'. Set it with `dstack secret set {secret} <value>`." },
+  DSTACK_SECRET_DECRYPT_FAILED: {
+    status: "Internal",
+    message: "Cannot decrypt secret '{secret}' of project '{project}': the server encryption key differs from the one it was stored with. Restore the original DSTACK_SERVER_ENCRYPTION_KEY (or <server dir>/encryption.key), or set the secret again.",
+  },
+  // state machines
+  DSTACK_INVALID_TRANSITION: {
+    status: "FailedPrecondition",
+    message: "{kind} cannot move from '{from}' to '{to}'.",
+  },
+  // settings / startup
+  DSTACK_BAD_SETTING: { status: "InvalidArgument", message: "Invalid {variable}: {reason}" },
+  DSTACK_DATABASE_UNAVAILABLE: { status: "Unavailable", message: "Cannot open the database at {url}: {reason}" },
+  DSTACK_NOT_FOUND: { status: "NotFound", message: "{kind} '{name}' does not exist." },
+} as const satisfies Record<string, ErrorDef>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class DstackError extends Error {
+  override readonly name = "DstackError";
+  readonly status: ConnectCodeName;
+  constructor(
+    readonly code: ErrorCode,
+    readonly params: Record<string, string | number> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(formatMessage(ERRORS[code].message, params), options);
+    this.status = ERRORS[code].status;
+  }
+}
+
+function formatMessage(template: string, params: Record<string, string | number>): string {
+  return template.replace(/\{(\w+)\}/g, (whole, key: string) => (key in params ? String(params[key]) : whole));
+}
+
+/** Shorthand used by services: `throw err("DSTACK_USER_NOT_FOUND", { user })`. */
+export function err(code: ErrorCode, params: Record<string, string | number> = {}, cause?: unknown): DstackError {
+  return new DstackError(code, params, cause === undefined ? undefined : { cause });
+}
+
+export function isDstackError(e: unknown, code?: ErrorCode): e is DstackError {
+  return e instanceof DstackError && (code === undefined || e.code === code);
+}
+
+/** For the API layer: the ConnectError a client sees, carrying the catalogue code in metadata. */
+export function toConnectError(e: DstackError): ConnectError {
+  return new ConnectError(e.message, Code[e.status], { "x-dstack-error": e.code }, undefined, e);
+}
