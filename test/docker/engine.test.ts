@@ -5,10 +5,12 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { TEST_IMAGES, demux, docker, requireTestImages, runContainer } from "../helpers/docker.js";
 
-beforeAll(async () => {
+// Checked before every test (the check runs once and is cached) so that, without an engine or
+// the images, each test fails with the message naming scripts/setup.sh rather than being skipped.
+beforeEach(async () => {
   await requireTestImages();
 });
 

@@ -34,11 +34,24 @@ function engineAddress(): string {
   return process.env.DOCKER_HOST ?? "unix:///var/run/docker.sock";
 }
 
+const checks = new Map<string, Promise<void>>();
+
 /**
  * Fails (throws) with an actionable message when the engine does not answer or a test image is
- * missing. Call it in `beforeAll`; it never skips.
+ * missing. It never skips. The check runs once per set of images and its outcome is cached, so
+ * calling it from `beforeEach` is cheap and makes every test fail with the message.
  */
-export async function requireTestImages(images: readonly string[] = Object.values(TEST_IMAGES)): Promise<void> {
+export function requireTestImages(images: readonly string[] = Object.values(TEST_IMAGES)): Promise<void> {
+  const key = `${engineAddress()} ${[...images].sort().join(" ")}`;
+  let check = checks.get(key);
+  if (!check) {
+    check = checkEngineAndImages(images);
+    checks.set(key, check);
+  }
+  return check;
+}
+
+async function checkEngineAndImages(images: readonly string[]): Promise<void> {
   const d = docker();
   try {
     await withTimeout(d.ping(), 10_000, "docker ping timed out after 10 s");
