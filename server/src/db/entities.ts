@@ -1,0 +1,343 @@
+// The persistent model. Plain classes described by EntitySchema: esbuild/tsx emit no
+// decorator metadata, and explicit schemas keep column types identical on SQLite and PG.
+import { randomUUID } from "node:crypto";
+import { EntitySchema, type Ref } from "@mikro-orm/core";
+import {
+  FleetStatus,
+  GlobalRole,
+  InstanceStatus,
+  InstanceTerminationReason,
+  JobStatus,
+  JobTerminationReason,
+  ProjectRole,
+  RunStatus,
+  RunTerminationReason,
+  enumName,
+} from "../domain/enums.js";
+import { EnumNameType } from "./enum-type.js";
+
+type Json = Record<string, unknown>;
+
+abstract class Base {
+  id: string = randomUUID();
+  createdAt: Date = new Date();
+  updatedAt: Date = new Date();
+}
+
+const base = new EntitySchema<Base>({
+  name: "Base",
+  abstract: true,
+  properties: {
+    id: { type: "uuid", primary: true },
+    createdAt: { type: "datetime", onCreate: () => new Date() },
+    updatedAt: { type: "datetime", onCreate: () => new Date(), onUpdate: () => new Date() },
+  },
+});
+
+export class User extends Base {
+  name!: string;
+  globalRole: GlobalRole = GlobalRole.USER;
+  /** sha256 (hex) of the bearer token; the token itself is never stored. */
+  tokenHash!: string;
+  email: string | null = null;
+  active = true;
+  deleted = false;
+  sshPublicKey: string | null = null;
+}
+
+export class Project extends Base {
+  name!: string;
+  owner!: Ref<User>;
+  isPublic = false;
+  deleted = false;
+  /** Project key pair (OpenSSH format) the server uses to reach hosts; private half encrypted at rest. */
+  sshPublicKey!: string;
+  sshPrivateKey!: string;
+}
+
+export class Member extends Base {
+  project!: Ref<Project>;
+  user!: Ref<User>;
+  projectRole!: ProjectRole;
+}
+
+export class Secret extends Base {
+  project!: Ref<Project>;
+  name!: string;
+  /** AES-256-GCM envelope, see services/encryption.ts. */
+  value!: string;
+}
+
+export class Fleet extends Base {
+  project!: Ref<Project>;
+  name!: string;
+  status: FleetStatus = FleetStatus.SUBMITTED;
+  spec: Json = {};
+  deleted = false;
+}
+
+export class Instance extends Base {
+  fleet: Ref<Fleet> | null = null;
+  project!: Ref<Project>;
+  name!: string;
+  instanceNum = 0;
+  status: InstanceStatus = InstanceStatus.PENDING;
+  terminationReason: InstanceTerminationReason | null = null;
+  terminationReasonMessage: string | null = null;
+  unreachable = false;
+  busyBlocks = 0;
+  totalBlocks = 1;
+  hostInfo: Json | null = null;
+  price: number | null = null;
+  backend: string | null = null;
+  region: string | null = null;
+  lastHeartbeatAt: Date | null = null;
+  deleted = false;
+}
+
+export class Run extends Base {
+  project!: Ref<Project>;
+  user!: Ref<User>;
+  runName!: string;
+  status: RunStatus = RunStatus.SUBMITTED;
+  terminationReason: RunTerminationReason | null = null;
+  runSpec: Json = {};
+  submittedAt: Date = new Date();
+  finishedAt: Date | null = null;
+  lastProcessedAt: Date = new Date();
+  deleted = false;
+  priority = 0;
+  /** Which resubmission this is, for the retry backoff. */
+  resubmissionAttempt = 0;
+  /** Cron runs: the current (or next) trigger time. */
+  nextTriggeredAt: Date | null = null;
+}
+
+export class Job extends Base {
+  run!: Ref<Run>;
+  jobNum = 0;
+  replicaNum = 0;
+  /** A retry is a new row with submissionNum + 1. */
+  submissionNum = 0;
+  status: JobStatus = JobStatus.SUBMITTED;
+  terminationReason: JobTerminationReason | null = null;
+  terminationReasonMessage: string | null = null;
+  exitStatus: number | null = null;
+  jobSpec: Json = {};
+  /** Set once the job got a machine; retry windows are measured from it. */
+  provisioningData: Json | null = null;
+  instance: Ref<Instance> | null = null;
+  submittedAt: Date = new Date();
+  finishedAt: Date | null = null;
+  disconnectedAt: Date | null = null;
+  lastProcessedAt: Date = new Date();
+}
+
+export class JoinToken extends Base {
+  project!: Ref<Project>;
+  fleet: Ref<Fleet> | null = null;
+  /** What the token enrolls: "shim" (a host into a fleet) or "runner" (a job's container). */
+  purpose!: string;
+  tokenHash!: string;
+  expiresAt!: Date;
+  revoked = false;
+  usedAt: Date | null = null;
+}
+
+export class CodeBlob extends Base {
+  project!: Ref<Project>;
+  blobHash!: string;
+  /** Small blobs live in the row; large ones on disk under the server dir (`path`). */
+  blob: Buffer | null = null;
+  path: string | null = null;
+}
+
+// Deleting a project removes what hangs off it; users and instances are only unlinked.
+const ref = (entity: string, deleteRule: "cascade" | "no action" = "cascade") =>
+  ({ kind: "m:1", entity, ref: true, deleteRule }) as const;
+const nullableRef = (entity: string) => ({ kind: "m:1", entity, ref: true, nullable: true, deleteRule: "set null" }) as const;
+// The column default is the member *name*; without it MikroORM would take the class
+// initializer (a number) as the SQL default.
+const enumCol = (e: Record<string, string | number>, dflt: number | null = null) =>
+  dflt === null
+    ? { type: new EnumNameType(e), length: 64, nullable: true }
+    : { type: new EnumNameType(e), length: 64, default: enumName(e, dflt) };
+
+export const UserSchema = new EntitySchema<User, Base>({
+  class: User,
+  extends: base,
+  tableName: "users",
+  properties: {
+    name: { type: "string", length: 100, unique: true },
+    globalRole: enumCol(GlobalRole, GlobalRole.USER),
+    tokenHash: { type: "string", length: 64, unique: true },
+    email: { type: "string", length: 320, nullable: true },
+    active: { type: "boolean", default: true },
+    deleted: { type: "boolean", default: false },
+    sshPublicKey: { type: "text", nullable: true },
+  },
+});
+
+export const ProjectSchema = new EntitySchema<Project, Base>({
+  class: Project,
+  extends: base,
+  tableName: "projects",
+  properties: {
+    name: { type: "string", length: 100, unique: true },
+    owner: ref("User", "no action"),
+    isPublic: { type: "boolean", default: false },
+    deleted: { type: "boolean", default: false },
+    sshPublicKey: { type: "text" },
+    sshPrivateKey: { type: "text" },
+  },
+});
+
+export const MemberSchema = new EntitySchema<Member, Base>({
+  class: Member,
+  extends: base,
+  tableName: "members",
+  uniques: [{ properties: ["project", "user"] }],
+  properties: {
+    project: ref("Project"),
+    user: ref("User"),
+    projectRole: enumCol(ProjectRole, ProjectRole.USER),
+  },
+});
+
+export const SecretSchema = new EntitySchema<Secret, Base>({
+  class: Secret,
+  extends: base,
+  tableName: "secrets",
+  uniques: [{ properties: ["project", "name"] }],
+  properties: {
+    project: ref("Project"),
+    name: { type: "string", length: 200 },
+    value: { type: "text" },
+  },
+});
+
+export const FleetSchema = new EntitySchema<Fleet, Base>({
+  class: Fleet,
+  extends: base,
+  tableName: "fleets",
+  indexes: [{ properties: ["project", "name"] }],
+  properties: {
+    project: ref("Project"),
+    name: { type: "string", length: 100 },
+    status: { ...enumCol(FleetStatus, FleetStatus.SUBMITTED), index: true },
+    spec: { type: "json" },
+    deleted: { type: "boolean", default: false },
+  },
+});
+
+export const InstanceSchema = new EntitySchema<Instance, Base>({
+  class: Instance,
+  extends: base,
+  tableName: "instances",
+  properties: {
+    fleet: nullableRef("Fleet"),
+    project: ref("Project"),
+    name: { type: "string", length: 200 },
+    instanceNum: { type: "integer", default: 0 },
+    status: { ...enumCol(InstanceStatus, InstanceStatus.PENDING), index: true },
+    terminationReason: enumCol(InstanceTerminationReason),
+    terminationReasonMessage: { type: "text", nullable: true },
+    unreachable: { type: "boolean", default: false },
+    busyBlocks: { type: "integer", default: 0 },
+    totalBlocks: { type: "integer", default: 1 },
+    hostInfo: { type: "json", nullable: true },
+    price: { type: "double", nullable: true },
+    backend: { type: "string", length: 64, nullable: true },
+    region: { type: "string", length: 200, nullable: true },
+    lastHeartbeatAt: { type: "datetime", nullable: true },
+    deleted: { type: "boolean", default: false },
+  },
+});
+
+export const RunSchema = new EntitySchema<Run, Base>({
+  class: Run,
+  extends: base,
+  tableName: "runs",
+  indexes: [{ properties: ["project", "runName"] }, { properties: ["project", "submittedAt"] }],
+  properties: {
+    project: ref("Project"),
+    user: ref("User", "no action"),
+    runName: { type: "string", length: 200 },
+    status: { ...enumCol(RunStatus, RunStatus.SUBMITTED), index: true },
+    terminationReason: enumCol(RunTerminationReason),
+    runSpec: { type: "json" },
+    submittedAt: { type: "datetime" },
+    finishedAt: { type: "datetime", nullable: true },
+    lastProcessedAt: { type: "datetime" },
+    deleted: { type: "boolean", default: false },
+    priority: { type: "integer", default: 0 },
+    resubmissionAttempt: { type: "integer", default: 0 },
+    nextTriggeredAt: { type: "datetime", nullable: true },
+  },
+});
+
+export const JobSchema = new EntitySchema<Job, Base>({
+  class: Job,
+  extends: base,
+  tableName: "jobs",
+  indexes: [{ properties: ["run", "replicaNum", "jobNum", "submissionNum"] }],
+  properties: {
+    run: ref("Run"),
+    jobNum: { type: "integer" },
+    replicaNum: { type: "integer" },
+    submissionNum: { type: "integer" },
+    status: { ...enumCol(JobStatus, JobStatus.SUBMITTED), index: true },
+    terminationReason: enumCol(JobTerminationReason),
+    terminationReasonMessage: { type: "text", nullable: true },
+    exitStatus: { type: "integer", nullable: true },
+    jobSpec: { type: "json" },
+    provisioningData: { type: "json", nullable: true },
+    instance: nullableRef("Instance"),
+    submittedAt: { type: "datetime" },
+    finishedAt: { type: "datetime", nullable: true },
+    disconnectedAt: { type: "datetime", nullable: true },
+    lastProcessedAt: { type: "datetime" },
+  },
+});
+
+export const JoinTokenSchema = new EntitySchema<JoinToken, Base>({
+  class: JoinToken,
+  extends: base,
+  tableName: "join_tokens",
+  properties: {
+    project: ref("Project"),
+    fleet: nullableRef("Fleet"),
+    purpose: { type: "string", length: 32 },
+    tokenHash: { type: "string", length: 64, unique: true },
+    expiresAt: { type: "datetime" },
+    revoked: { type: "boolean", default: false },
+    usedAt: { type: "datetime", nullable: true },
+  },
+});
+
+export const CodeBlobSchema = new EntitySchema<CodeBlob, Base>({
+  class: CodeBlob,
+  extends: base,
+  tableName: "code_blobs",
+  uniques: [{ properties: ["project", "blobHash"] }],
+  properties: {
+    project: ref("Project"),
+    blobHash: { type: "string", length: 128 },
+    blob: { type: "blob", nullable: true },
+    path: { type: "text", nullable: true },
+  },
+});
+
+export const ENTITY_SCHEMAS = [
+  base,
+  UserSchema,
+  ProjectSchema,
+  MemberSchema,
+  SecretSchema,
+  FleetSchema,
+  InstanceSchema,
+  RunSchema,
+  JobSchema,
+  JoinTokenSchema,
+  CodeBlobSchema,
+];
