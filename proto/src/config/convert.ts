@@ -1,0 +1,1 @@
+export const toProtoConfiguration = () => {}; export const fromProtoConfiguration = () => {}; export const toProtoResources = () => {}; export const fromProtoResources = () => {};
