@@ -32,7 +32,7 @@ export const ERRORS = {
   DSTACK_USER_EXISTS: { status: "AlreadyExists", message: "User '{user}' already exists; choose another name or update the existing user." },
   DSTACK_INVALID_NAME: {
     status: "InvalidArgument",
-    message: "Invalid {kind} name '{name}': use 1-{max} characters, lowercase letters, digits and '-', starting with a letter or digit.",
+    message: "Invalid {kind} name '{name}': use 1-{max} characters ({allowed}).",
   },
   DSTACK_LAST_ADMIN: {
     status: "FailedPrecondition",

@@ -341,3 +341,8 @@ export const ENTITY_SCHEMAS = [
   JoinTokenSchema,
   CodeBlobSchema,
 ];
+
+/** A new entity with its defaults, then `data` on top (persist it with `em.persist`). */
+export function build<T extends object>(cls: new () => T, data: Partial<T>): T {
+  return Object.assign(new cls(), data);
+}
