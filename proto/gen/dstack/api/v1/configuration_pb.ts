@@ -2,58 +2,78 @@
 // @generated from file dstack/api/v1/configuration.proto (package dstack.api.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { RetryEvent, SpotPolicy } from "./common_pb.js";
+import { file_dstack_api_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file dstack/api/v1/configuration.proto.
  */
 export const file_dstack_api_v1_configuration: GenFile = /*@__PURE__*/
-  fileDesc("CiFkc3RhY2svYXBpL3YxL2NvbmZpZ3VyYXRpb24ucHJvdG8SDWRzdGFjay5hcGkudjEi6gIKDUNvbmZpZ3VyYXRpb24SMAoEdGFzaxgBIAEoCzIgLmRzdGFjay5hcGkudjEuVGFza0NvbmZpZ3VyYXRpb25IABI2CgdzZXJ2aWNlGAIgASgLMiMuZHN0YWNrLmFwaS52MS5TZXJ2aWNlQ29uZmlndXJhdGlvbkgAEkUKD2Rldl9lbnZpcm9ubWVudBgDIAEoCzIqLmRzdGFjay5hcGkudjEuRGV2RW52aXJvbm1lbnRDb25maWd1cmF0aW9uSAASMgoFZmxlZXQYBCABKAsyIS5kc3RhY2suYXBpLnYxLkZsZWV0Q29uZmlndXJhdGlvbkgAEjQKBnZvbHVtZRgFIAEoCzIiLmRzdGFjay5hcGkudjEuVm9sdW1lQ29uZmlndXJhdGlvbkgAEjYKB2dhdGV3YXkYBiABKAsyIy5kc3RhY2suYXBpLnYxLkdhdGV3YXlDb25maWd1cmF0aW9uSABCBgoEa2luZCIPCg1SZXNvdXJjZXNTcGVjIhMKEVRhc2tDb25maWd1cmF0aW9uIhYKFFNlcnZpY2VDb25maWd1cmF0aW9uIh0KG0RldkVudmlyb25tZW50Q29uZmlndXJhdGlvbiIUChJGbGVldENvbmZpZ3VyYXRpb24iFQoTVm9sdW1lQ29uZmlndXJhdGlvbiIWChRHYXRld2F5Q29uZmlndXJhdGlvbmIGcHJvdG8z");
+  fileDesc("CiFkc3RhY2svYXBpL3YxL2NvbmZpZ3VyYXRpb24ucHJvdG8SDWRzdGFjay5hcGkudjEi6gIKDUNvbmZpZ3VyYXRpb24SMAoEdGFzaxgBIAEoCzIgLmRzdGFjay5hcGkudjEuVGFza0NvbmZpZ3VyYXRpb25IABI2CgdzZXJ2aWNlGAIgASgLMiMuZHN0YWNrLmFwaS52MS5TZXJ2aWNlQ29uZmlndXJhdGlvbkgAEkUKD2Rldl9lbnZpcm9ubWVudBgDIAEoCzIqLmRzdGFjay5hcGkudjEuRGV2RW52aXJvbm1lbnRDb25maWd1cmF0aW9uSAASMgoFZmxlZXQYBCABKAsyIS5kc3RhY2suYXBpLnYxLkZsZWV0Q29uZmlndXJhdGlvbkgAEjQKBnZvbHVtZRgFIAEoCzIiLmRzdGFjay5hcGkudjEuVm9sdW1lQ29uZmlndXJhdGlvbkgAEjYKB2dhdGV3YXkYBiABKAsyIy5kc3RhY2suYXBpLnYxLkdhdGV3YXlDb25maWd1cmF0aW9uSABCBgoEa2luZCI+CghJbnRSYW5nZRIQCgNtaW4YASABKAVIAIgBARIQCgNtYXgYAiABKAVIAYgBAUIGCgRfbWluQgYKBF9tYXgiTQoLTWVtb3J5UmFuZ2USEwoGbWluX2diGAEgASgBSACIAQESEwoGbWF4X2diGAIgASgBSAGIAQFCCQoHX21pbl9nYkIJCgdfbWF4X2diIkAKD09mZmFibGVEdXJhdGlvbhINCgNvZmYYASABKAhIABIVCgdzZWNvbmRzGAIgASgDQgIwAkgAQgcKBXZhbHVlIhwKClN0cmluZ0xpc3QSDgoGdmFsdWVzGAEgAygJIjsKCUVudGl0eVJlZhIUCgdwcm9qZWN0GAEgASgJSACIAQESDAoEbmFtZRgCIAEoCUIKCghfcHJvamVjdCI/CgdDcHVTcGVjEgwKBGFyY2gYASABKAkSJgoFY291bnQYAiABKAsyFy5kc3RhY2suYXBpLnYxLkludFJhbmdlIsoBCgdHcHVTcGVjEg4KBnZlbmRvchgBIAEoCRINCgVuYW1lcxgCIAMoCRImCgVjb3VudBgDIAEoCzIXLmRzdGFjay5hcGkudjEuSW50UmFuZ2USKgoGbWVtb3J5GAQgASgLMhouZHN0YWNrLmFwaS52MS5NZW1vcnlSYW5nZRIwCgx0b3RhbF9tZW1vcnkYBSABKAsyGi5kc3RhY2suYXBpLnYxLk1lbW9yeVJhbmdlEhoKEmNvbXB1dGVfY2FwYWJpbGl0eRgGIAEoCSI0CghEaXNrU3BlYxIoCgRzaXplGAEgASgLMhouZHN0YWNrLmFwaS52MS5NZW1vcnlSYW5nZSLWAQoNUmVzb3VyY2VzU3BlYxIjCgNjcHUYASABKAsyFi5kc3RhY2suYXBpLnYxLkNwdVNwZWMSKgoGbWVtb3J5GAIgASgLMhouZHN0YWNrLmFwaS52MS5NZW1vcnlSYW5nZRIYCgtzaG1fc2l6ZV9nYhgDIAEoAUgAiAEBEiMKA2dwdRgEIAEoCzIWLmRzdGFjay5hcGkudjEuR3B1U3BlYxIlCgRkaXNrGAUgASgLMhcuZHN0YWNrLmFwaS52MS5EaXNrU3BlY0IOCgxfc2htX3NpemVfZ2IiTQoLUG9ydE1hcHBpbmcSFwoKbG9jYWxfcG9ydBgBIAEoDUgAiAEBEhYKDmNvbnRhaW5lcl9wb3J0GAIgASgNQg0KC19sb2NhbF9wb3J0InYKA0VudhIuCgZ2YWx1ZXMYASADKAsyHi5kc3RhY2suYXBpLnYxLkVudi5WYWx1ZXNFbnRyeRIQCghmcm9tX2NsaRgCIAMoCRotCgtWYWx1ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjEKEk5ldHdvcmtWb2x1bWVNb3VudBINCgVuYW1lcxgBIAMoCRIMCgRwYXRoGAIgASgJIkwKE0luc3RhbmNlVm9sdW1lTW91bnQSFQoNaW5zdGFuY2VfcGF0aBgBIAEoCRIMCgRwYXRoGAIgASgJEhAKCG9wdGlvbmFsGAMgASgIIoMBCgtWb2x1bWVNb3VudBI0CgduZXR3b3JrGAEgASgLMiEuZHN0YWNrLmFwaS52MS5OZXR3b3JrVm9sdW1lTW91bnRIABI2CghpbnN0YW5jZRgCIAEoCzIiLmRzdGFjay5hcGkudjEuSW5zdGFuY2VWb2x1bWVNb3VudEgAQgYKBGtpbmQiLwoLRmlsZU1hcHBpbmcSEgoKbG9jYWxfcGF0aBgBIAEoCRIMCgRwYXRoGAIgASgJIsYBCghSZXBvU3BlYxIXCgpsb2NhbF9wYXRoGAEgASgJSACIAQESEAoDdXJsGAIgASgJSAGIAQESEwoGYnJhbmNoGAMgASgJSAKIAQESEQoEaGFzaBgEIAEoCUgDiAEBEgwKBHBhdGgYBSABKAkSLgoJaWZfZXhpc3RzGAYgASgOMhsuZHN0YWNrLmFwaS52MS5SZXBvSWZFeGlzdHNCDQoLX2xvY2FsX3BhdGhCBgoEX3VybEIJCgdfYnJhbmNoQgcKBV9oYXNoIjIKDFJlZ2lzdHJ5QXV0aBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJZCgtSZXRyeVBvbGljeRIsCglvbl9ldmVudHMYASADKA4yGS5kc3RhY2suYXBpLnYxLlJldHJ5RXZlbnQSHAoQZHVyYXRpb25fc2Vjb25kcxgCIAEoA0ICMAIiUQoRVXRpbGl6YXRpb25Qb2xpY3kSGwoTbWluX2dwdV91dGlsaXphdGlvbhgBIAEoBRIfChN0aW1lX3dpbmRvd19zZWNvbmRzGAIgASgDQgIwAiIYCghTY2hlZHVsZRIMCgRjcm9uGAEgAygJIn4KEEluc3RhbmNlU2VsZWN0b3ISDgoEbmFtZRgBIAEoCUgAEhIKCGhvc3RuYW1lGAIgASgJSAASPgoOZmxlZXRfaW5zdGFuY2UYAyABKAsyJC5kc3RhY2suYXBpLnYxLkZsZWV0SW5zdGFuY2VTZWxlY3RvckgAQgYKBGtpbmQiUgoVRmxlZXRJbnN0YW5jZVNlbGVjdG9yEicKBWZsZWV0GAEgASgLMhguZHN0YWNrLmFwaS52MS5FbnRpdHlSZWYSEAoIaW5zdGFuY2UYAiABKAUiSAoOQmFja2VuZE9wdGlvbnMSLgoGdmFzdGFpGAEgASgLMhwuZHN0YWNrLmFwaS52MS5WYXN0QWlPcHRpb25zSABCBgoEa2luZCKRAQoNVmFzdEFpT3B0aW9ucxIYCgtvZmZlcl9vcmRlchgBIAEoCUgAiAEBEhwKD21pbl9yZWxpYWJpbGl0eRgCIAEoAUgBiAEBEhYKCW1pbl9zY29yZRgDIAEoBUgCiAEBQg4KDF9vZmZlcl9vcmRlckISChBfbWluX3JlbGlhYmlsaXR5QgwKCl9taW5fc2NvcmUitwgKDVByb2ZpbGVQYXJhbXMSKwoIYmFja2VuZHMYASABKAsyGS5kc3RhY2suYXBpLnYxLlN0cmluZ0xpc3QSKgoHcmVnaW9ucxgCIAEoCzIZLmRzdGFjay5hcGkudjEuU3RyaW5nTGlzdBI1ChJhdmFpbGFiaWxpdHlfem9uZXMYAyABKAsyGS5kc3RhY2suYXBpLnYxLlN0cmluZ0xpc3QSMQoOaW5zdGFuY2VfdHlwZXMYBCABKAsyGS5kc3RhY2suYXBpLnYxLlN0cmluZ0xpc3QSGAoLcmVzZXJ2YXRpb24YBSABKAlIAIgBARIuCgtzcG90X3BvbGljeRgGIAEoDjIZLmRzdGFjay5hcGkudjEuU3BvdFBvbGljeRIpCgVyZXRyeRgHIAEoCzIaLmRzdGFjay5hcGkudjEuUmV0cnlQb2xpY3kSNAoMbWF4X2R1cmF0aW9uGAggASgLMh4uZHN0YWNrLmFwaS52MS5PZmZhYmxlRHVyYXRpb24SNQoNc3RvcF9kdXJhdGlvbhgJIAEoCzIeLmRzdGFjay5hcGkudjEuT2ZmYWJsZUR1cmF0aW9uEhYKCW1heF9wcmljZRgKIAEoAUgBiAEBEjYKD2NyZWF0aW9uX3BvbGljeRgLIAEoDjIdLmRzdGFjay5hcGkudjEuQ3JlYXRpb25Qb2xpY3kSNQoNaWRsZV9kdXJhdGlvbhgMIAEoCzIeLmRzdGFjay5hcGkudjEuT2ZmYWJsZUR1cmF0aW9uEjwKEnV0aWxpemF0aW9uX3BvbGljeRgNIAEoCzIgLmRzdGFjay5hcGkudjEuVXRpbGl6YXRpb25Qb2xpY3kSMgoNc3RhcnR1cF9vcmRlchgOIAEoDjIbLmRzdGFjay5hcGkudjEuU3RhcnR1cE9yZGVyEjIKDXN0b3BfY3JpdGVyaWEYDyABKA4yGy5kc3RhY2suYXBpLnYxLlN0b3BDcml0ZXJpYRIpCghzY2hlZHVsZRgQIAEoCzIXLmRzdGFjay5hcGkudjEuU2NoZWR1bGUSKAoGZmxlZXRzGBEgAygLMhguZHN0YWNrLmFwaS52MS5FbnRpdHlSZWYSEgoKZmxlZXRzX3NldBgSIAEoCBIyCglpbnN0YW5jZXMYEyADKAsyHy5kc3RhY2suYXBpLnYxLkluc3RhbmNlU2VsZWN0b3ISNAoEdGFncxgUIAMoCzImLmRzdGFjay5hcGkudjEuUHJvZmlsZVBhcmFtcy5UYWdzRW50cnkSNgoPYmFja2VuZF9vcHRpb25zGBUgAygLMh0uZHN0YWNrLmFwaS52MS5CYWNrZW5kT3B0aW9ucxorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIOCgxfcmVzZXJ2YXRpb25CDAoKX21heF9wcmljZSLPBQoUUnVuQ29uZmlndXJhdGlvbkJhc2USEQoEbmFtZRgBIAEoCUgAiAEBEhIKBWltYWdlGAIgASgJSAGIAQESEQoEdXNlchgDIAEoCUgCiAEBEhIKCnByaXZpbGVnZWQYBCABKAgSFwoKZW50cnlwb2ludBgFIAEoCUgDiAEBEhgKC3dvcmtpbmdfZGlyGAYgASgJSASIAQESMgoNcmVnaXN0cnlfYXV0aBgHIAEoCzIbLmRzdGFjay5hcGkudjEuUmVnaXN0cnlBdXRoEhMKBnB5dGhvbhgIIAEoCUgFiAEBEgwKBG52Y2MYCSABKAgSFQoNc2luZ2xlX2JyYW5jaBgKIAEoCBIfCgNlbnYYCyABKAsyEi5kc3RhY2suYXBpLnYxLkVudhISCgVzaGVsbBgMIAEoCUgGiAEBEi8KCXJlc291cmNlcxgNIAEoCzIcLmRzdGFjay5hcGkudjEuUmVzb3VyY2VzU3BlYxIQCghwcmlvcml0eRgOIAEoBRIrCgd2b2x1bWVzGA8gAygLMhouZHN0YWNrLmFwaS52MS5Wb2x1bWVNb3VudBIOCgZkb2NrZXIYECABKAgSJgoFcmVwb3MYESADKAsyFy5kc3RhY2suYXBpLnYxLlJlcG9TcGVjEikKBWZpbGVzGBIgAygLMhouZHN0YWNrLmFwaS52MS5GaWxlTWFwcGluZxIOCgZkc3RhY2sYEyABKAgSDQoFc2V0dXAYFCADKAkSFQoIaG9tZV9kaXIYFSABKAlIB4gBARItCgdwcm9maWxlGBYgASgLMhwuZHN0YWNrLmFwaS52MS5Qcm9maWxlUGFyYW1zQgcKBV9uYW1lQggKBl9pbWFnZUIHCgVfdXNlckINCgtfZW50cnlwb2ludEIOCgxfd29ya2luZ19kaXJCCQoHX3B5dGhvbkIICgZfc2hlbGxCCwoJX2hvbWVfZGlyIpYBCglOb2RlR3JvdXASDAoEbmFtZRgBIAEoCRINCgVub2RlcxgCIAEoBRIvCglyZXNvdXJjZXMYAyABKAsyHC5kc3RhY2suYXBpLnYxLlJlc291cmNlc1NwZWMSEAoIY29tbWFuZHMYBCADKAkSKQoFcG9ydHMYBSADKAsyGi5kc3RhY2suYXBpLnYxLlBvcnRNYXBwaW5nIssBChFUYXNrQ29uZmlndXJhdGlvbhIxCgRiYXNlGAEgASgLMiMuZHN0YWNrLmFwaS52MS5SdW5Db25maWd1cmF0aW9uQmFzZRIQCghjb21tYW5kcxgCIAMoCRIpCgVwb3J0cxgDIAMoCzIaLmRzdGFjay5hcGkudjEuUG9ydE1hcHBpbmcSEgoFbm9kZXMYBCABKAVIAIgBARIoCgZncm91cHMYBSADKAsyGC5kc3RhY2suYXBpLnYxLk5vZGVHcm91cEIICgZfbm9kZXMilQEKDVNjYWxpbmdQb2xpY3kSDgoGbWV0cmljGAEgASgJEg4KBnRhcmdldBgCIAEoARIaCg53aW5kb3dfc2Vjb25kcxgDIAEoA0ICMAISIgoWc2NhbGVfdXBfZGVsYXlfc2Vjb25kcxgEIAEoA0ICMAISJAoYc2NhbGVfZG93bl9kZWxheV9zZWNvbmRzGAUgASgDQgIwAiKuAQoMU2VydmljZU1vZGVsEgwKBHR5cGUYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZmb3JtYXQYAyABKAkSEwoGcHJlZml4GAQgASgJSACIAQESGgoNY2hhdF90ZW1wbGF0ZRgFIAEoCUgBiAEBEhYKCWVvc190b2tlbhgGIAEoCUgCiAEBQgkKB19wcmVmaXhCEAoOX2NoYXRfdGVtcGxhdGVCDAoKX2Vvc190b2tlbiJxCglSYXRlTGltaXQSDgoGcHJlZml4GAEgASgJEhAKCGtleV90eXBlGAIgASgJEhcKCmtleV9oZWFkZXIYAyABKAlIAIgBARILCgNycHMYBCABKAESDQoFYnVyc3QYBSABKAVCDQoLX2tleV9oZWFkZXIiKQoKSHR0cEhlYWRlchIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJIt8BCgVQcm9iZRIMCgR0eXBlGAEgASgJEgsKA3VybBgCIAEoCRIOCgZtZXRob2QYAyABKAkSKgoHaGVhZGVycxgEIAMoCzIZLmRzdGFjay5hcGkudjEuSHR0cEhlYWRlchIRCgRib2R5GAUgASgJSACIAQESGwoPdGltZW91dF9zZWNvbmRzGAYgASgDQgIwAhIcChBpbnRlcnZhbF9zZWNvbmRzGAcgASgDQgIwAhITCgtyZWFkeV9hZnRlchgIIAEoBRITCgt1bnRpbF9yZWFkeRgJIAEoCEIHCgVfYm9keSLVAwoMUmVwbGljYUdyb3VwEgwKBG5hbWUYASABKAkSKQoIcmVwbGljYXMYAiABKAsyFy5kc3RhY2suYXBpLnYxLkludFJhbmdlEi0KB3NjYWxpbmcYAyABKAsyHC5kc3RhY2suYXBpLnYxLlNjYWxpbmdQb2xpY3kSLwoJcmVzb3VyY2VzGAQgASgLMhwuZHN0YWNrLmFwaS52MS5SZXNvdXJjZXNTcGVjEi4KC3Nwb3RfcG9saWN5GAUgASgOMhkuZHN0YWNrLmFwaS52MS5TcG90UG9saWN5EhgKC3Jlc2VydmF0aW9uGAYgASgJSACIAQESEAoIY29tbWFuZHMYByADKAkSEgoFaW1hZ2UYCCABKAlIAYgBARITCgZweXRob24YCSABKAlIAogBARIRCgRudmNjGAogASgISAOIAQESEwoGZG9ja2VyGAsgASgISASIAQESFwoKcHJpdmlsZWdlZBgMIAEoCEgFiAEBEhMKBnJvdXRlchgNIAEoCUgGiAEBQg4KDF9yZXNlcnZhdGlvbkIICgZfaW1hZ2VCCQoHX3B5dGhvbkIHCgVfbnZjY0IJCgdfZG9ja2VyQg0KC19wcml2aWxlZ2VkQgkKB19yb3V0ZXIipwQKFFNlcnZpY2VDb25maWd1cmF0aW9uEjEKBGJhc2UYASABKAsyIy5kc3RhY2suYXBpLnYxLlJ1bkNvbmZpZ3VyYXRpb25CYXNlEhAKCGNvbW1hbmRzGAIgAygJEigKBHBvcnQYAyABKAsyGi5kc3RhY2suYXBpLnYxLlBvcnRNYXBwaW5nEhUKC3VzZV9nYXRld2F5GAQgASgISAASLwoLZ2F0ZXdheV9yZWYYBSABKAsyGC5kc3RhY2suYXBpLnYxLkVudGl0eVJlZkgAEhQKDHN0cmlwX3ByZWZpeBgGIAEoCBIqCgVtb2RlbBgHIAEoCzIbLmRzdGFjay5hcGkudjEuU2VydmljZU1vZGVsEg0KBWh0dHBzGAggASgJEgwKBGF1dGgYCSABKAgSLQoHc2NhbGluZxgKIAEoCzIcLmRzdGFjay5hcGkudjEuU2NhbGluZ1BvbGljeRItCgtyYXRlX2xpbWl0cxgLIAMoCzIYLmRzdGFjay5hcGkudjEuUmF0ZUxpbWl0EiQKBnByb2JlcxgMIAMoCzIULmRzdGFjay5hcGkudjEuUHJvYmUSEgoKcHJvYmVzX3NldBgNIAEoCBIpCghyZXBsaWNhcxgOIAEoCzIXLmRzdGFjay5hcGkudjEuSW50UmFuZ2USKwoGZ3JvdXBzGA8gAygLMhsuZHN0YWNrLmFwaS52MS5SZXBsaWNhR3JvdXBCCQoHZ2F0ZXdheSKCAgobRGV2RW52aXJvbm1lbnRDb25maWd1cmF0aW9uEjEKBGJhc2UYASABKAsyIy5kc3RhY2suYXBpLnYxLlJ1bkNvbmZpZ3VyYXRpb25CYXNlEikKBXBvcnRzGAIgAygLMhouZHN0YWNrLmFwaS52MS5Qb3J0TWFwcGluZxIQCgNpZGUYAyABKAlIAIgBARIUCgd2ZXJzaW9uGAQgASgJSAGIAQESDAoEaW5pdBgFIAMoCRI7ChNpbmFjdGl2aXR5X2R1cmF0aW9uGAYgASgLMh4uZHN0YWNrLmFwaS52MS5PZmZhYmxlRHVyYXRpb25CBgoEX2lkZUIKCghfdmVyc2lvbiIyCgZCbG9ja3MSDwoFY291bnQYASABKAVIABIOCgRhdXRvGAIgASgISABCBwoFdmFsdWUiXgoJUHJveHlKdW1wEhAKCGhvc3RuYW1lGAEgASgJEhEKBHBvcnQYAiABKAVIAIgBARIMCgR1c2VyGAMgASgJEhUKDWlkZW50aXR5X2ZpbGUYBCABKAlCBwoFX3BvcnQigAIKB1NzaEhvc3QSEAoIaG9zdG5hbWUYASABKAkSEQoEcG9ydBgCIAEoBUgAiAEBEhEKBHVzZXIYAyABKAlIAYgBARIaCg1pZGVudGl0eV9maWxlGAQgASgJSAKIAQESLAoKcHJveHlfanVtcBgFIAEoCzIYLmRzdGFjay5hcGkudjEuUHJveHlKdW1wEhgKC2ludGVybmFsX2lwGAYgASgJSAOIAQESJQoGYmxvY2tzGAcgASgLMhUuZHN0YWNrLmFwaS52MS5CbG9ja3NCBwoFX3BvcnRCBwoFX3VzZXJCEAoOX2lkZW50aXR5X2ZpbGVCDgoMX2ludGVybmFsX2lwIugBCglTc2hDb25maWcSEQoEdXNlchgBIAEoCUgAiAEBEhEKBHBvcnQYAiABKAVIAYgBARIaCg1pZGVudGl0eV9maWxlGAMgASgJSAKIAQESLAoKcHJveHlfanVtcBgEIAEoCzIYLmRzdGFjay5hcGkudjEuUHJveHlKdW1wEiUKBWhvc3RzGAUgAygLMhYuZHN0YWNrLmFwaS52MS5Tc2hIb3N0EhQKB25ldHdvcmsYBiABKAlIA4gBAUIHCgVfdXNlckIHCgVfcG9ydEIQCg5faWRlbnRpdHlfZmlsZUIKCghfbmV0d29yayJDCgpGbGVldE5vZGVzEgsKA21pbhgBIAEoBRIOCgZ0YXJnZXQYAiABKAUSEAoDbWF4GAMgASgFSACIAQFCBgoEX21heCL4BgoSRmxlZXRDb25maWd1cmF0aW9uEhEKBG5hbWUYASABKAlIAIgBARIwCglwbGFjZW1lbnQYAiABKA4yHS5kc3RhY2suYXBpLnYxLkZsZWV0UGxhY2VtZW50EiUKBmJsb2NrcxgDIAEoCzIVLmRzdGFjay5hcGkudjEuQmxvY2tzEh8KA2VudhgEIAEoCzISLmRzdGFjay5hcGkudjEuRW52EigKBW5vZGVzGAUgASgLMhkuZHN0YWNrLmFwaS52MS5GbGVldE5vZGVzEiwKCnNzaF9jb25maWcYBiABKAsyGC5kc3RhY2suYXBpLnYxLlNzaENvbmZpZxIYCgtyZXNlcnZhdGlvbhgHIAEoCUgBiAEBEi8KCXJlc291cmNlcxgIIAEoCzIcLmRzdGFjay5hcGkudjEuUmVzb3VyY2VzU3BlYxIrCghiYWNrZW5kcxgJIAEoCzIZLmRzdGFjay5hcGkudjEuU3RyaW5nTGlzdBIqCgdyZWdpb25zGAogASgLMhkuZHN0YWNrLmFwaS52MS5TdHJpbmdMaXN0EjUKEmF2YWlsYWJpbGl0eV96b25lcxgLIAEoCzIZLmRzdGFjay5hcGkudjEuU3RyaW5nTGlzdBIxCg5pbnN0YW5jZV90eXBlcxgMIAEoCzIZLmRzdGFjay5hcGkudjEuU3RyaW5nTGlzdBIuCgtzcG90X3BvbGljeRgNIAEoDjIZLmRzdGFjay5hcGkudjEuU3BvdFBvbGljeRIpCgVyZXRyeRgOIAEoCzIaLmRzdGFjay5hcGkudjEuUmV0cnlQb2xpY3kSFgoJbWF4X3ByaWNlGA8gASgBSAKIAQESNQoNaWRsZV9kdXJhdGlvbhgQIAEoCzIeLmRzdGFjay5hcGkudjEuT2ZmYWJsZUR1cmF0aW9uEjkKBHRhZ3MYESADKAsyKy5kc3RhY2suYXBpLnYxLkZsZWV0Q29uZmlndXJhdGlvbi5UYWdzRW50cnkSNgoPYmFja2VuZF9vcHRpb25zGBIgAygLMh0uZHN0YWNrLmFwaS52MS5CYWNrZW5kT3B0aW9ucxorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIHCgVfbmFtZUIOCgxfcmVzZXJ2YXRpb25CDAoKX21heF9wcmljZSKUBAoTVm9sdW1lQ29uZmlndXJhdGlvbhIPCgdiYWNrZW5kGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIOCgZyZWdpb24YAyABKAkSHgoRYXZhaWxhYmlsaXR5X3pvbmUYBCABKAlIAYgBARIUCgdzaXplX2diGAUgASgBSAKIAQESFgoJdm9sdW1lX2lkGAYgASgJSAOIAQESPQoVYXV0b19jbGVhbnVwX2R1cmF0aW9uGAcgASgLMh4uZHN0YWNrLmFwaS52MS5PZmZhYmxlRHVyYXRpb24SOgoEdGFncxgIIAMoCzIsLmRzdGFjay5hcGkudjEuVm9sdW1lQ29uZmlndXJhdGlvbi5UYWdzRW50cnkSFwoKY2xhaW1fbmFtZRgJIAEoCUgEiAEBEh8KEnN0b3JhZ2VfY2xhc3NfbmFtZRgKIAEoCUgFiAEBEhQKDGFjY2Vzc19tb2RlcxgLIAMoCRIWCglyZWFkX29ubHkYDCABKAhIBogBARorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIHCgVfbmFtZUIUChJfYXZhaWxhYmlsaXR5X3pvbmVCCgoIX3NpemVfZ2JCDAoKX3ZvbHVtZV9pZEINCgtfY2xhaW1fbmFtZUIVChNfc3RvcmFnZV9jbGFzc19uYW1lQgwKCl9yZWFkX29ubHkingMKFEdhdGV3YXlDb25maWd1cmF0aW9uEhEKBG5hbWUYASABKAlIAIgBARIUCgdkZWZhdWx0GAIgASgISAGIAQESDwoHYmFja2VuZBgDIAEoCRIOCgZyZWdpb24YBCABKAkSGgoNaW5zdGFuY2VfdHlwZRgFIAEoCUgCiAEBEhMKBmRvbWFpbhgGIAEoCUgDiAEBEhEKCXB1YmxpY19pcBgHIAEoCBIYChBjZXJ0aWZpY2F0ZV90eXBlGAggASgJEhwKD2NlcnRpZmljYXRlX2FybhgJIAEoCUgEiAEBEhAKCHJlcGxpY2FzGAogASgFEjsKBHRhZ3MYCyADKAsyLS5kc3RhY2suYXBpLnYxLkdhdGV3YXlDb25maWd1cmF0aW9uLlRhZ3NFbnRyeRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIHCgVfbmFtZUIKCghfZGVmYXVsdEIQCg5faW5zdGFuY2VfdHlwZUIJCgdfZG9tYWluQhIKEF9jZXJ0aWZpY2F0ZV9hcm4qYQoMUmVwb0lmRXhpc3RzEh4KGlJFUE9fSUZfRVhJU1RTX1VOU1BFQ0lGSUVEEAASGAoUUkVQT19JRl9FWElTVFNfRVJST1IQARIXChNSRVBPX0lGX0VYSVNUU19TS0lQEAIqcQoOQ3JlYXRpb25Qb2xpY3kSHwobQ1JFQVRJT05fUE9MSUNZX1VOU1BFQ0lGSUVEEAASGQoVQ1JFQVRJT05fUE9MSUNZX1JFVVNFEAESIwofQ1JFQVRJT05fUE9MSUNZX1JFVVNFX09SX0NSRUFURRACKoUBCgxTdGFydHVwT3JkZXISHQoZU1RBUlRVUF9PUkRFUl9VTlNQRUNJRklFRBAAEhUKEVNUQVJUVVBfT1JERVJfQU5ZEAESHgoaU1RBUlRVUF9PUkRFUl9NQVNURVJfRklSU1QQAhIfChtTVEFSVFVQX09SREVSX1dPUktFUlNfRklSU1QQAypoCgxTdG9wQ3JpdGVyaWESHQoZU1RPUF9DUklURVJJQV9VTlNQRUNJRklFRBAAEhoKFlNUT1BfQ1JJVEVSSUFfQUxMX0RPTkUQARIdChlTVE9QX0NSSVRFUklBX01BU1RFUl9ET05FEAIqZwoORmxlZXRQbGFjZW1lbnQSHwobRkxFRVRfUExBQ0VNRU5UX1VOU1BFQ0lGSUVEEAASFwoTRkxFRVRfUExBQ0VNRU5UX0FOWRABEhsKF0ZMRUVUX1BMQUNFTUVOVF9DTFVTVEVSEAJiBnByb3RvMw", [file_dstack_api_v1_common]);
 
 /**
- * SKELETON: owned by the configuration-schema work; filled in there.
  * The typed form of a `.dstack.yml` configuration, as the server receives it.
+ *
+ * The CLI parses the YAML (shorthands, defaults and validation live in
+ * proto/src/config) and sends this normalized form: every shorthand expanded,
+ * every default dstack applies filled in, memory and disk sizes in GB, and
+ * durations in seconds. Field names follow the YAML keys.
  *
  * @generated from message dstack.api.v1.Configuration
  */
 export type Configuration = Message<"dstack.api.v1.Configuration"> & {
   /**
+   * The `type:` of the configuration file.
+   *
    * @generated from oneof dstack.api.v1.Configuration.kind
    */
   kind: {
     /**
+     * `type: task`.
+     *
      * @generated from field: dstack.api.v1.TaskConfiguration task = 1;
      */
     value: TaskConfiguration;
     case: "task";
   } | {
     /**
+     * `type: service`.
+     *
      * @generated from field: dstack.api.v1.ServiceConfiguration service = 2;
      */
     value: ServiceConfiguration;
     case: "service";
   } | {
     /**
+     * `type: dev-environment`.
+     *
      * @generated from field: dstack.api.v1.DevEnvironmentConfiguration dev_environment = 3;
      */
     value: DevEnvironmentConfiguration;
     case: "devEnvironment";
   } | {
     /**
+     * `type: fleet`.
+     *
      * @generated from field: dstack.api.v1.FleetConfiguration fleet = 4;
      */
     value: FleetConfiguration;
     case: "fleet";
   } | {
     /**
+     * `type: volume`.
+     *
      * @generated from field: dstack.api.v1.VolumeConfiguration volume = 5;
      */
     value: VolumeConfiguration;
     case: "volume";
   } | {
     /**
+     * `type: gateway`.
+     *
      * @generated from field: dstack.api.v1.GatewayConfiguration gateway = 6;
      */
     value: GatewayConfiguration;
@@ -69,11 +89,292 @@ export const ConfigurationSchema: GenMessage<Configuration> = /*@__PURE__*/
   messageDesc(file_dstack_api_v1_configuration, 0);
 
 /**
+ * An inclusive range of integers; an unset bound is open (`2..` has no max).
+ *
+ * @generated from message dstack.api.v1.IntRange
+ */
+export type IntRange = Message<"dstack.api.v1.IntRange"> & {
+  /**
+   * The lower bound.
+   *
+   * @generated from field: optional int32 min = 1;
+   */
+  min?: number | undefined;
+
+  /**
+   * The upper bound.
+   *
+   * @generated from field: optional int32 max = 2;
+   */
+  max?: number | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.IntRange.
+ * Use `create(IntRangeSchema)` to create a new message.
+ */
+export const IntRangeSchema: GenMessage<IntRange> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 1);
+
+/**
+ * An inclusive range of sizes in GB; an unset bound is open (`24GB..`).
+ *
+ * @generated from message dstack.api.v1.MemoryRange
+ */
+export type MemoryRange = Message<"dstack.api.v1.MemoryRange"> & {
+  /**
+   * The lower bound, GB.
+   *
+   * @generated from field: optional double min_gb = 1;
+   */
+  minGb?: number | undefined;
+
+  /**
+   * The upper bound, GB.
+   *
+   * @generated from field: optional double max_gb = 2;
+   */
+  maxGb?: number | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.MemoryRange.
+ * Use `create(MemoryRangeSchema)` to create a new message.
+ */
+export const MemoryRangeSchema: GenMessage<MemoryRange> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 2);
+
+/**
+ * A duration that can be switched off (`off`), otherwise a number of seconds.
+ *
+ * @generated from message dstack.api.v1.OffableDuration
+ */
+export type OffableDuration = Message<"dstack.api.v1.OffableDuration"> & {
+  /**
+   * Either off or a number of seconds.
+   *
+   * @generated from oneof dstack.api.v1.OffableDuration.value
+   */
+  value: {
+    /**
+     * Always true when set: no limit, or never.
+     *
+     * @generated from field: bool off = 1;
+     */
+    value: boolean;
+    case: "off";
+  } | {
+    /**
+     * The duration in seconds.
+     *
+     * @generated from field: int64 seconds = 2 [jstype = JS_NUMBER];
+     */
+    value: bigint;
+    case: "seconds";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dstack.api.v1.OffableDuration.
+ * Use `create(OffableDurationSchema)` to create a new message.
+ */
+export const OffableDurationSchema: GenMessage<OffableDuration> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 3);
+
+/**
+ * A list of strings whose presence matters (unset differs from empty).
+ *
+ * @generated from message dstack.api.v1.StringList
+ */
+export type StringList = Message<"dstack.api.v1.StringList"> & {
+  /**
+   * The strings.
+   *
+   * @generated from field: repeated string values = 1;
+   */
+  values: string[];
+};
+
+/**
+ * Describes the message dstack.api.v1.StringList.
+ * Use `create(StringListSchema)` to create a new message.
+ */
+export const StringListSchema: GenMessage<StringList> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 4);
+
+/**
+ * A reference to a named entity, possibly in another project (`project/name`).
+ *
+ * @generated from message dstack.api.v1.EntityRef
+ */
+export type EntityRef = Message<"dstack.api.v1.EntityRef"> & {
+  /**
+   * The project; unset for the current project.
+   *
+   * @generated from field: optional string project = 1;
+   */
+  project?: string | undefined;
+
+  /**
+   * The entity name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message dstack.api.v1.EntityRef.
+ * Use `create(EntityRefSchema)` to create a new message.
+ */
+export const EntityRefSchema: GenMessage<EntityRef> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 5);
+
+/**
+ * CPU requirements (`cpu: 4`, `cpu: 2..8`, `cpu: arm:8..`).
+ *
+ * @generated from message dstack.api.v1.CpuSpec
+ */
+export type CpuSpec = Message<"dstack.api.v1.CpuSpec"> & {
+  /**
+   * The architecture, `x86` or `arm`; empty means not constrained.
+   *
+   * @generated from field: string arch = 1;
+   */
+  arch: string;
+
+  /**
+   * The number of cores; default `2..`.
+   *
+   * @generated from field: dstack.api.v1.IntRange count = 2;
+   */
+  count?: IntRange | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.CpuSpec.
+ * Use `create(CpuSpecSchema)` to create a new message.
+ */
+export const CpuSpecSchema: GenMessage<CpuSpec> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 6);
+
+/**
+ * GPU requirements (`gpu: A100:80GB:2`, `gpu: nvidia:24GB..:1..2`, `gpu: 2`, or an object).
+ *
+ * @generated from message dstack.api.v1.GpuSpec
+ */
+export type GpuSpec = Message<"dstack.api.v1.GpuSpec"> & {
+  /**
+   * The vendor: `nvidia`, `amd`, `google`, `intel`, `tenstorrent`; empty means any.
+   *
+   * @generated from field: string vendor = 1;
+   */
+  vendor: string;
+
+  /**
+   * Acceptable GPU names (alternatives), e.g. `A10G`, `A100`; empty means any.
+   *
+   * @generated from field: repeated string names = 2;
+   */
+  names: string[];
+
+  /**
+   * The number of GPUs: `0..` when no gpu spec is given, `1..` when a spec omits the count.
+   *
+   * @generated from field: dstack.api.v1.IntRange count = 3;
+   */
+  count?: IntRange | undefined;
+
+  /**
+   * Memory per GPU.
+   *
+   * @generated from field: dstack.api.v1.MemoryRange memory = 4;
+   */
+  memory?: MemoryRange | undefined;
+
+  /**
+   * Total GPU memory over all GPUs.
+   *
+   * @generated from field: dstack.api.v1.MemoryRange total_memory = 5;
+   */
+  totalMemory?: MemoryRange | undefined;
+
+  /**
+   * The minimum compute capability, `major.minor`; empty means any.
+   *
+   * @generated from field: string compute_capability = 6;
+   */
+  computeCapability: string;
+};
+
+/**
+ * Describes the message dstack.api.v1.GpuSpec.
+ * Use `create(GpuSpecSchema)` to create a new message.
+ */
+export const GpuSpecSchema: GenMessage<GpuSpec> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 7);
+
+/**
+ * Disk requirements (`disk: 100GB..` or `disk: {size: 100GB..}`).
+ *
+ * @generated from message dstack.api.v1.DiskSpec
+ */
+export type DiskSpec = Message<"dstack.api.v1.DiskSpec"> & {
+  /**
+   * The disk size; default `100GB..`.
+   *
+   * @generated from field: dstack.api.v1.MemoryRange size = 1;
+   */
+  size?: MemoryRange | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.DiskSpec.
+ * Use `create(DiskSpecSchema)` to create a new message.
+ */
+export const DiskSpecSchema: GenMessage<DiskSpec> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 8);
+
+/**
  * Resource requirements in dstack's grammar, normalized.
  *
  * @generated from message dstack.api.v1.ResourcesSpec
  */
 export type ResourcesSpec = Message<"dstack.api.v1.ResourcesSpec"> & {
+  /**
+   * CPU requirements.
+   *
+   * @generated from field: dstack.api.v1.CpuSpec cpu = 1;
+   */
+  cpu?: CpuSpec | undefined;
+
+  /**
+   * RAM; default `8GB..`.
+   *
+   * @generated from field: dstack.api.v1.MemoryRange memory = 2;
+   */
+  memory?: MemoryRange | undefined;
+
+  /**
+   * Shared memory (`/dev/shm`), GB.
+   *
+   * @generated from field: optional double shm_size_gb = 3;
+   */
+  shmSizeGb?: number | undefined;
+
+  /**
+   * GPU requirements.
+   *
+   * @generated from field: dstack.api.v1.GpuSpec gpu = 4;
+   */
+  gpu?: GpuSpec | undefined;
+
+  /**
+   * Disk requirements.
+   *
+   * @generated from field: dstack.api.v1.DiskSpec disk = 5;
+   */
+  disk?: DiskSpec | undefined;
 };
 
 /**
@@ -81,12 +382,908 @@ export type ResourcesSpec = Message<"dstack.api.v1.ResourcesSpec"> & {
  * Use `create(ResourcesSpecSchema)` to create a new message.
  */
 export const ResourcesSpecSchema: GenMessage<ResourcesSpec> = /*@__PURE__*/
-  messageDesc(file_dstack_api_v1_configuration, 1);
+  messageDesc(file_dstack_api_v1_configuration, 9);
 
 /**
+ * A port forwarded from the user's machine to the container.
+ *
+ * @generated from message dstack.api.v1.PortMapping
+ */
+export type PortMapping = Message<"dstack.api.v1.PortMapping"> & {
+  /**
+   * The local port; unset means any free port (`*:8080`).
+   *
+   * @generated from field: optional uint32 local_port = 1;
+   */
+  localPort?: number | undefined;
+
+  /**
+   * The port in the container.
+   *
+   * @generated from field: uint32 container_port = 2;
+   */
+  containerPort: number;
+};
+
+/**
+ * Describes the message dstack.api.v1.PortMapping.
+ * Use `create(PortMappingSchema)` to create a new message.
+ */
+export const PortMappingSchema: GenMessage<PortMapping> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 10);
+
+/**
+ * Environment variables.
+ *
+ * @generated from message dstack.api.v1.Env
+ */
+export type Env = Message<"dstack.api.v1.Env"> & {
+  /**
+   * Variables with values (`KEY=VALUE` or a mapping).
+   *
+   * @generated from field: map<string, string> values = 1;
+   */
+  values: { [key: string]: string };
+
+  /**
+   * Bare keys (`- KEY`) whose values the CLI takes from its own environment or `-e`.
+   *
+   * @generated from field: repeated string from_cli = 2;
+   */
+  fromCli: string[];
+};
+
+/**
+ * Describes the message dstack.api.v1.Env.
+ * Use `create(EnvSchema)` to create a new message.
+ */
+export const EnvSchema: GenMessage<Env> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 11);
+
+/**
+ * A network volume mount (`name:/path` or `{name, path}`).
+ *
+ * @generated from message dstack.api.v1.NetworkVolumeMount
+ */
+export type NetworkVolumeMount = Message<"dstack.api.v1.NetworkVolumeMount"> & {
+  /**
+   * Volume names; one of them is mounted (alternatives across backends and regions).
+   *
+   * @generated from field: repeated string names = 1;
+   */
+  names: string[];
+
+  /**
+   * The absolute path in the container.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message dstack.api.v1.NetworkVolumeMount.
+ * Use `create(NetworkVolumeMountSchema)` to create a new message.
+ */
+export const NetworkVolumeMountSchema: GenMessage<NetworkVolumeMount> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 12);
+
+/**
+ * An instance (host path) volume mount (`/host/path:/path` or `{instance_path, path}`).
+ *
+ * @generated from message dstack.api.v1.InstanceVolumeMount
+ */
+export type InstanceVolumeMount = Message<"dstack.api.v1.InstanceVolumeMount"> & {
+  /**
+   * The absolute path on the host.
+   *
+   * @generated from field: string instance_path = 1;
+   */
+  instancePath: string;
+
+  /**
+   * The absolute path in the container.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * Allow running on backends without instance volumes, without the mount.
+   *
+   * @generated from field: bool optional = 3;
+   */
+  optional: boolean;
+};
+
+/**
+ * Describes the message dstack.api.v1.InstanceVolumeMount.
+ * Use `create(InstanceVolumeMountSchema)` to create a new message.
+ */
+export const InstanceVolumeMountSchema: GenMessage<InstanceVolumeMount> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 13);
+
+/**
+ * An entry of `volumes:`.
+ *
+ * @generated from message dstack.api.v1.VolumeMount
+ */
+export type VolumeMount = Message<"dstack.api.v1.VolumeMount"> & {
+  /**
+   * The kind of mount.
+   *
+   * @generated from oneof dstack.api.v1.VolumeMount.kind
+   */
+  kind: {
+    /**
+     * A network volume.
+     *
+     * @generated from field: dstack.api.v1.NetworkVolumeMount network = 1;
+     */
+    value: NetworkVolumeMount;
+    case: "network";
+  } | {
+    /**
+     * A host path.
+     *
+     * @generated from field: dstack.api.v1.InstanceVolumeMount instance = 2;
+     */
+    value: InstanceVolumeMount;
+    case: "instance";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dstack.api.v1.VolumeMount.
+ * Use `create(VolumeMountSchema)` to create a new message.
+ */
+export const VolumeMountSchema: GenMessage<VolumeMount> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 14);
+
+/**
+ * An entry of `files:` (`local[:container]`).
+ *
+ * @generated from message dstack.api.v1.FileMapping
+ */
+export type FileMapping = Message<"dstack.api.v1.FileMapping"> & {
+  /**
+   * The path on the user's machine, relative to the configuration file when relative.
+   *
+   * @generated from field: string local_path = 1;
+   */
+  localPath: string;
+
+  /**
+   * The path in the container, relative to the working directory when relative.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message dstack.api.v1.FileMapping.
+ * Use `create(FileMappingSchema)` to create a new message.
+ */
+export const FileMappingSchema: GenMessage<FileMapping> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 15);
+
+/**
+ * An entry of `repos:` (`.`, a path or a Git URL, optionally `:path`).
+ *
+ * @generated from message dstack.api.v1.RepoSpec
+ */
+export type RepoSpec = Message<"dstack.api.v1.RepoSpec"> & {
+  /**
+   * The local Git checkout; exclusive with url.
+   *
+   * @generated from field: optional string local_path = 1;
+   */
+  localPath?: string | undefined;
+
+  /**
+   * The Git URL; exclusive with local_path.
+   *
+   * @generated from field: optional string url = 2;
+   */
+  url?: string | undefined;
+
+  /**
+   * The branch.
+   *
+   * @generated from field: optional string branch = 3;
+   */
+  branch?: string | undefined;
+
+  /**
+   * The commit hash.
+   *
+   * @generated from field: optional string hash = 4;
+   */
+  hash?: string | undefined;
+
+  /**
+   * The path in the container; `.` is the working directory.
+   *
+   * @generated from field: string path = 5;
+   */
+  path: string;
+
+  /**
+   * What to do if the path exists.
+   *
+   * @generated from field: dstack.api.v1.RepoIfExists if_exists = 6;
+   */
+  ifExists: RepoIfExists;
+};
+
+/**
+ * Describes the message dstack.api.v1.RepoSpec.
+ * Use `create(RepoSpecSchema)` to create a new message.
+ */
+export const RepoSpecSchema: GenMessage<RepoSpec> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 16);
+
+/**
+ * Credentials for pulling a private image (may reference `${{ secrets.X }}`).
+ *
+ * @generated from message dstack.api.v1.RegistryAuth
+ */
+export type RegistryAuth = Message<"dstack.api.v1.RegistryAuth"> & {
+  /**
+   * The user name.
+   *
+   * @generated from field: string username = 1;
+   */
+  username: string;
+
+  /**
+   * The password or token.
+   *
+   * @generated from field: string password = 2;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message dstack.api.v1.RegistryAuth.
+ * Use `create(RegistryAuthSchema)` to create a new message.
+ */
+export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 17);
+
+/**
+ * `retry:`; `retry: true` is all events for 1h. Unset means no retry.
+ *
+ * @generated from message dstack.api.v1.RetryPolicy
+ */
+export type RetryPolicy = Message<"dstack.api.v1.RetryPolicy"> & {
+  /**
+   * The events to retry on.
+   *
+   * @generated from field: repeated dstack.api.v1.RetryEvent on_events = 1;
+   */
+  onEvents: RetryEvent[];
+
+  /**
+   * How long to keep retrying, seconds.
+   *
+   * @generated from field: int64 duration_seconds = 2 [jstype = JS_NUMBER];
+   */
+  durationSeconds: bigint;
+};
+
+/**
+ * Describes the message dstack.api.v1.RetryPolicy.
+ * Use `create(RetryPolicySchema)` to create a new message.
+ */
+export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 18);
+
+/**
+ * `utilization_policy:`: stop runs whose GPUs stay idle.
+ *
+ * @generated from message dstack.api.v1.UtilizationPolicy
+ */
+export type UtilizationPolicy = Message<"dstack.api.v1.UtilizationPolicy"> & {
+  /**
+   * Minimum GPU utilization, percent.
+   *
+   * @generated from field: int32 min_gpu_utilization = 1;
+   */
+  minGpuUtilization: number;
+
+  /**
+   * The window over which utilization is measured, seconds (at least 300).
+   *
+   * @generated from field: int64 time_window_seconds = 2 [jstype = JS_NUMBER];
+   */
+  timeWindowSeconds: bigint;
+};
+
+/**
+ * Describes the message dstack.api.v1.UtilizationPolicy.
+ * Use `create(UtilizationPolicySchema)` to create a new message.
+ */
+export const UtilizationPolicySchema: GenMessage<UtilizationPolicy> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 19);
+
+/**
+ * `schedule:`: start the run at these times (UTC).
+ *
+ * @generated from message dstack.api.v1.Schedule
+ */
+export type Schedule = Message<"dstack.api.v1.Schedule"> & {
+  /**
+   * Crontab expressions (5 fields).
+   *
+   * @generated from field: repeated string cron = 1;
+   */
+  cron: string[];
+};
+
+/**
+ * Describes the message dstack.api.v1.Schedule.
+ * Use `create(ScheduleSchema)` to create a new message.
+ */
+export const ScheduleSchema: GenMessage<Schedule> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 20);
+
+/**
+ * `instances:` entry: a fleet instance to consider.
+ *
+ * @generated from message dstack.api.v1.InstanceSelector
+ */
+export type InstanceSelector = Message<"dstack.api.v1.InstanceSelector"> & {
+  /**
+   * How the instance is selected.
+   *
+   * @generated from oneof dstack.api.v1.InstanceSelector.kind
+   */
+  kind: {
+    /**
+     * By instance name.
+     *
+     * @generated from field: string name = 1;
+     */
+    value: string;
+    case: "name";
+  } | {
+    /**
+     * By hostname or IP.
+     *
+     * @generated from field: string hostname = 2;
+     */
+    value: string;
+    case: "hostname";
+  } | {
+    /**
+     * By fleet and instance number.
+     *
+     * @generated from field: dstack.api.v1.FleetInstanceSelector fleet_instance = 3;
+     */
+    value: FleetInstanceSelector;
+    case: "fleetInstance";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dstack.api.v1.InstanceSelector.
+ * Use `create(InstanceSelectorSchema)` to create a new message.
+ */
+export const InstanceSelectorSchema: GenMessage<InstanceSelector> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 21);
+
+/**
+ * A fleet instance by fleet and number.
+ *
+ * @generated from message dstack.api.v1.FleetInstanceSelector
+ */
+export type FleetInstanceSelector = Message<"dstack.api.v1.FleetInstanceSelector"> & {
+  /**
+   * The fleet.
+   *
+   * @generated from field: dstack.api.v1.EntityRef fleet = 1;
+   */
+  fleet?: EntityRef | undefined;
+
+  /**
+   * The instance number in the fleet.
+   *
+   * @generated from field: int32 instance = 2;
+   */
+  instance: number;
+};
+
+/**
+ * Describes the message dstack.api.v1.FleetInstanceSelector.
+ * Use `create(FleetInstanceSelectorSchema)` to create a new message.
+ */
+export const FleetInstanceSelectorSchema: GenMessage<FleetInstanceSelector> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 22);
+
+/**
+ * `backend_options:` entry: options for one backend's offers.
+ *
+ * @generated from message dstack.api.v1.BackendOptions
+ */
+export type BackendOptions = Message<"dstack.api.v1.BackendOptions"> & {
+  /**
+   * The backend options.
+   *
+   * @generated from oneof dstack.api.v1.BackendOptions.kind
+   */
+  kind: {
+    /**
+     * Vast.ai options.
+     *
+     * @generated from field: dstack.api.v1.VastAiOptions vastai = 1;
+     */
+    value: VastAiOptions;
+    case: "vastai";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dstack.api.v1.BackendOptions.
+ * Use `create(BackendOptionsSchema)` to create a new message.
+ */
+export const BackendOptionsSchema: GenMessage<BackendOptions> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 23);
+
+/**
+ * Vast.ai offer filters.
+ *
+ * @generated from message dstack.api.v1.VastAiOptions
+ */
+export type VastAiOptions = Message<"dstack.api.v1.VastAiOptions"> & {
+  /**
+   * `score` or `price`.
+   *
+   * @generated from field: optional string offer_order = 1;
+   */
+  offerOrder?: string | undefined;
+
+  /**
+   * Minimum reliability, 0..1.
+   *
+   * @generated from field: optional double min_reliability = 2;
+   */
+  minReliability?: number | undefined;
+
+  /**
+   * Minimum score.
+   *
+   * @generated from field: optional int32 min_score = 3;
+   */
+  minScore?: number | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.VastAiOptions.
+ * Use `create(VastAiOptionsSchema)` to create a new message.
+ */
+export const VastAiOptionsSchema: GenMessage<VastAiOptions> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 24);
+
+/**
+ * Where and how runs are provisioned (also valid in profiles.yml).
+ *
+ * @generated from message dstack.api.v1.ProfileParams
+ */
+export type ProfileParams = Message<"dstack.api.v1.ProfileParams"> & {
+  /**
+   * Backends to consider (e.g. `aws`, `gcp`); unset means any.
+   *
+   * @generated from field: dstack.api.v1.StringList backends = 1;
+   */
+  backends?: StringList | undefined;
+
+  /**
+   * Regions to consider; unset means any.
+   *
+   * @generated from field: dstack.api.v1.StringList regions = 2;
+   */
+  regions?: StringList | undefined;
+
+  /**
+   * Availability zones to consider; unset means any.
+   *
+   * @generated from field: dstack.api.v1.StringList availability_zones = 3;
+   */
+  availabilityZones?: StringList | undefined;
+
+  /**
+   * Instance types to consider; unset means any.
+   *
+   * @generated from field: dstack.api.v1.StringList instance_types = 4;
+   */
+  instanceTypes?: StringList | undefined;
+
+  /**
+   * A cloud reservation to use.
+   *
+   * @generated from field: optional string reservation = 5;
+   */
+  reservation?: string | undefined;
+
+  /**
+   * Spot or on-demand; default on-demand.
+   *
+   * @generated from field: dstack.api.v1.SpotPolicy spot_policy = 6;
+   */
+  spotPolicy: SpotPolicy;
+
+  /**
+   * Retry policy; unset means no retry.
+   *
+   * @generated from field: dstack.api.v1.RetryPolicy retry = 7;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * Maximum running time; default off.
+   *
+   * @generated from field: dstack.api.v1.OffableDuration max_duration = 8;
+   */
+  maxDuration?: OffableDuration | undefined;
+
+  /**
+   * Graceful stop window; default 5m.
+   *
+   * @generated from field: dstack.api.v1.OffableDuration stop_duration = 9;
+   */
+  stopDuration?: OffableDuration | undefined;
+
+  /**
+   * Maximum price per hour, dollars.
+   *
+   * @generated from field: optional double max_price = 10;
+   */
+  maxPrice?: number | undefined;
+
+  /**
+   * Reuse or create instances; default reuse-or-create.
+   *
+   * @generated from field: dstack.api.v1.CreationPolicy creation_policy = 11;
+   */
+  creationPolicy: CreationPolicy;
+
+  /**
+   * How long created instances may stay idle; default 5m.
+   *
+   * @generated from field: dstack.api.v1.OffableDuration idle_duration = 12;
+   */
+  idleDuration?: OffableDuration | undefined;
+
+  /**
+   * Stop the run when GPUs are underused.
+   *
+   * @generated from field: dstack.api.v1.UtilizationPolicy utilization_policy = 13;
+   */
+  utilizationPolicy?: UtilizationPolicy | undefined;
+
+  /**
+   * Multi-node startup order; default any.
+   *
+   * @generated from field: dstack.api.v1.StartupOrder startup_order = 14;
+   */
+  startupOrder: StartupOrder;
+
+  /**
+   * Multi-node completion; default all-done.
+   *
+   * @generated from field: dstack.api.v1.StopCriteria stop_criteria = 15;
+   */
+  stopCriteria: StopCriteria;
+
+  /**
+   * Start at scheduled times.
+   *
+   * @generated from field: dstack.api.v1.Schedule schedule = 16;
+   */
+  schedule?: Schedule | undefined;
+
+  /**
+   * Fleets to consider; unset means any.
+   *
+   * @generated from field: repeated dstack.api.v1.EntityRef fleets = 17;
+   */
+  fleets: EntityRef[];
+
+  /**
+   * Whether `fleets` was given (an empty list differs from unset).
+   *
+   * @generated from field: bool fleets_set = 18;
+   */
+  fleetsSet: boolean;
+
+  /**
+   * Specific instances to consider; empty means any.
+   *
+   * @generated from field: repeated dstack.api.v1.InstanceSelector instances = 19;
+   */
+  instances: InstanceSelector[];
+
+  /**
+   * Tags propagated to cloud resources.
+   *
+   * @generated from field: map<string, string> tags = 20;
+   */
+  tags: { [key: string]: string };
+
+  /**
+   * Per-backend options.
+   *
+   * @generated from field: repeated dstack.api.v1.BackendOptions backend_options = 21;
+   */
+  backendOptions: BackendOptions[];
+};
+
+/**
+ * Describes the message dstack.api.v1.ProfileParams.
+ * Use `create(ProfileParamsSchema)` to create a new message.
+ */
+export const ProfileParamsSchema: GenMessage<ProfileParams> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 25);
+
+/**
+ * Fields shared by task, service and dev-environment.
+ *
+ * @generated from message dstack.api.v1.RunConfigurationBase
+ */
+export type RunConfigurationBase = Message<"dstack.api.v1.RunConfigurationBase"> & {
+  /**
+   * The run name; unset means a random name.
+   *
+   * @generated from field: optional string name = 1;
+   */
+  name?: string | undefined;
+
+  /**
+   * The Docker image; unset means dstack's base image.
+   *
+   * @generated from field: optional string image = 2;
+   */
+  image?: string | undefined;
+
+  /**
+   * The user in the container, `name_or_uid[:group]`.
+   *
+   * @generated from field: optional string user = 3;
+   */
+  user?: string | undefined;
+
+  /**
+   * Privileged container.
+   *
+   * @generated from field: bool privileged = 4;
+   */
+  privileged: boolean;
+
+  /**
+   * The Docker entrypoint (not for dev environments).
+   *
+   * @generated from field: optional string entrypoint = 5;
+   */
+  entrypoint?: string | undefined;
+
+  /**
+   * The working directory in the container.
+   *
+   * @generated from field: optional string working_dir = 6;
+   */
+  workingDir?: string | undefined;
+
+  /**
+   * Credentials for a private image.
+   *
+   * @generated from field: dstack.api.v1.RegistryAuth registry_auth = 7;
+   */
+  registryAuth?: RegistryAuth | undefined;
+
+  /**
+   * The Python version of the base image (`3.9`..`3.14`).
+   *
+   * @generated from field: optional string python = 8;
+   */
+  python?: string | undefined;
+
+  /**
+   * Use the base image with NVCC.
+   *
+   * @generated from field: bool nvcc = 9;
+   */
+  nvcc: boolean;
+
+  /**
+   * Clone only the current branch (default true for tasks and services, false for dev environments).
+   *
+   * @generated from field: bool single_branch = 10;
+   */
+  singleBranch: boolean;
+
+  /**
+   * Environment variables.
+   *
+   * @generated from field: dstack.api.v1.Env env = 11;
+   */
+  env?: Env | undefined;
+
+  /**
+   * The shell: `sh`, `bash` or an absolute path.
+   *
+   * @generated from field: optional string shell = 12;
+   */
+  shell?: string | undefined;
+
+  /**
+   * Resource requirements.
+   *
+   * @generated from field: dstack.api.v1.ResourcesSpec resources = 13;
+   */
+  resources?: ResourcesSpec | undefined;
+
+  /**
+   * Priority 0..100; default 0.
+   *
+   * @generated from field: int32 priority = 14;
+   */
+  priority: number;
+
+  /**
+   * Volume mounts.
+   *
+   * @generated from field: repeated dstack.api.v1.VolumeMount volumes = 15;
+   */
+  volumes: VolumeMount[];
+
+  /**
+   * Docker-in-Docker.
+   *
+   * @generated from field: bool docker = 16;
+   */
+  docker: boolean;
+
+  /**
+   * Git repos (at most one).
+   *
+   * @generated from field: repeated dstack.api.v1.RepoSpec repos = 17;
+   */
+  repos: RepoSpec[];
+
+  /**
+   * Files to upload.
+   *
+   * @generated from field: repeated dstack.api.v1.FileMapping files = 18;
+   */
+  files: FileMapping[];
+
+  /**
+   * Expose the dstack server inside the run.
+   *
+   * @generated from field: bool dstack = 19;
+   */
+  dstack: boolean;
+
+  /**
+   * Deprecated: commands run before `init` in dev environments.
+   *
+   * @generated from field: repeated string setup = 20;
+   */
+  setup: string[];
+
+  /**
+   * Deprecated: no effect.
+   *
+   * @generated from field: optional string home_dir = 21;
+   */
+  homeDir?: string | undefined;
+
+  /**
+   * Provisioning parameters.
+   *
+   * @generated from field: dstack.api.v1.ProfileParams profile = 22;
+   */
+  profile?: ProfileParams | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.RunConfigurationBase.
+ * Use `create(RunConfigurationBaseSchema)` to create a new message.
+ */
+export const RunConfigurationBaseSchema: GenMessage<RunConfigurationBase> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 26);
+
+/**
+ * A node group of a heterogeneous multi-node task.
+ *
+ * @generated from message dstack.api.v1.NodeGroup
+ */
+export type NodeGroup = Message<"dstack.api.v1.NodeGroup"> & {
+  /**
+   * The group name (default: its index).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The number of nodes.
+   *
+   * @generated from field: int32 nodes = 2;
+   */
+  nodes: number;
+
+  /**
+   * Resources of each node (not inherited from the task).
+   *
+   * @generated from field: dstack.api.v1.ResourcesSpec resources = 3;
+   */
+  resources?: ResourcesSpec | undefined;
+
+  /**
+   * Commands run on these nodes.
+   *
+   * @generated from field: repeated string commands = 4;
+   */
+  commands: string[];
+
+  /**
+   * Ports exposed on these nodes.
+   *
+   * @generated from field: repeated dstack.api.v1.PortMapping ports = 5;
+   */
+  ports: PortMapping[];
+};
+
+/**
+ * Describes the message dstack.api.v1.NodeGroup.
+ * Use `create(NodeGroupSchema)` to create a new message.
+ */
+export const NodeGroupSchema: GenMessage<NodeGroup> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 27);
+
+/**
+ * `type: task`: a batch job, possibly multi-node.
+ *
  * @generated from message dstack.api.v1.TaskConfiguration
  */
 export type TaskConfiguration = Message<"dstack.api.v1.TaskConfiguration"> & {
+  /**
+   * Fields shared by runs.
+   *
+   * @generated from field: dstack.api.v1.RunConfigurationBase base = 1;
+   */
+  base?: RunConfigurationBase | undefined;
+
+  /**
+   * Commands to run.
+   *
+   * @generated from field: repeated string commands = 2;
+   */
+  commands: string[];
+
+  /**
+   * Ports to forward.
+   *
+   * @generated from field: repeated dstack.api.v1.PortMapping ports = 3;
+   */
+  ports: PortMapping[];
+
+  /**
+   * Number of nodes (homogeneous); unset when `groups` is used.
+   *
+   * @generated from field: optional int32 nodes = 4;
+   */
+  nodes?: number | undefined;
+
+  /**
+   * Node groups (heterogeneous); exclusive with `nodes`.
+   *
+   * @generated from field: repeated dstack.api.v1.NodeGroup groups = 5;
+   */
+  groups: NodeGroup[];
 };
 
 /**
@@ -94,12 +1291,491 @@ export type TaskConfiguration = Message<"dstack.api.v1.TaskConfiguration"> & {
  * Use `create(TaskConfigurationSchema)` to create a new message.
  */
 export const TaskConfigurationSchema: GenMessage<TaskConfiguration> = /*@__PURE__*/
-  messageDesc(file_dstack_api_v1_configuration, 2);
+  messageDesc(file_dstack_api_v1_configuration, 28);
 
 /**
+ * `scaling:` rules for a service.
+ *
+ * @generated from message dstack.api.v1.ScalingPolicy
+ */
+export type ScalingPolicy = Message<"dstack.api.v1.ScalingPolicy"> & {
+  /**
+   * The metric: `rps`.
+   *
+   * @generated from field: string metric = 1;
+   */
+  metric: string;
+
+  /**
+   * The target value of the metric per replica.
+   *
+   * @generated from field: double target = 2;
+   */
+  target: number;
+
+  /**
+   * The measurement window, seconds: 30, 60 or 300.
+   *
+   * @generated from field: int64 window_seconds = 3 [jstype = JS_NUMBER];
+   */
+  windowSeconds: bigint;
+
+  /**
+   * Minimum time between scaling events before scaling up, seconds.
+   *
+   * @generated from field: int64 scale_up_delay_seconds = 4 [jstype = JS_NUMBER];
+   */
+  scaleUpDelaySeconds: bigint;
+
+  /**
+   * Minimum time between scaling events before scaling down, seconds.
+   *
+   * @generated from field: int64 scale_down_delay_seconds = 5 [jstype = JS_NUMBER];
+   */
+  scaleDownDelaySeconds: bigint;
+};
+
+/**
+ * Describes the message dstack.api.v1.ScalingPolicy.
+ * Use `create(ScalingPolicySchema)` to create a new message.
+ */
+export const ScalingPolicySchema: GenMessage<ScalingPolicy> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 29);
+
+/**
+ * `model:` of a service: the OpenAI-compatible endpoint mapping.
+ *
+ * @generated from message dstack.api.v1.ServiceModel
+ */
+export type ServiceModel = Message<"dstack.api.v1.ServiceModel"> & {
+  /**
+   * The model type: `chat`.
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * The model name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The serving format: `openai` or `tgi`.
+   *
+   * @generated from field: string format = 3;
+   */
+  format: string;
+
+  /**
+   * The URL prefix (openai format), e.g. `/v1`.
+   *
+   * @generated from field: optional string prefix = 4;
+   */
+  prefix?: string | undefined;
+
+  /**
+   * The chat template (tgi format).
+   *
+   * @generated from field: optional string chat_template = 5;
+   */
+  chatTemplate?: string | undefined;
+
+  /**
+   * The end-of-sentence token (tgi format).
+   *
+   * @generated from field: optional string eos_token = 6;
+   */
+  eosToken?: string | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.ServiceModel.
+ * Use `create(ServiceModelSchema)` to create a new message.
+ */
+export const ServiceModelSchema: GenMessage<ServiceModel> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 30);
+
+/**
+ * A gateway rate limit.
+ *
+ * @generated from message dstack.api.v1.RateLimit
+ */
+export type RateLimit = Message<"dstack.api.v1.RateLimit"> & {
+  /**
+   * The URL path prefix the limit applies to.
+   *
+   * @generated from field: string prefix = 1;
+   */
+  prefix: string;
+
+  /**
+   * The partitioning key type: `ip_address` or `header`.
+   *
+   * @generated from field: string key_type = 2;
+   */
+  keyType: string;
+
+  /**
+   * The header name when key_type is `header`.
+   *
+   * @generated from field: optional string key_header = 3;
+   */
+  keyHeader?: string | undefined;
+
+  /**
+   * Requests per second.
+   *
+   * @generated from field: double rps = 4;
+   */
+  rps: number;
+
+  /**
+   * Requests allowed ahead of the limit.
+   *
+   * @generated from field: int32 burst = 5;
+   */
+  burst: number;
+};
+
+/**
+ * Describes the message dstack.api.v1.RateLimit.
+ * Use `create(RateLimitSchema)` to create a new message.
+ */
+export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 31);
+
+/**
+ * An HTTP header.
+ *
+ * @generated from message dstack.api.v1.HttpHeader
+ */
+export type HttpHeader = Message<"dstack.api.v1.HttpHeader"> & {
+  /**
+   * The header name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The header value.
+   *
+   * @generated from field: string value = 2;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message dstack.api.v1.HttpHeader.
+ * Use `create(HttpHeaderSchema)` to create a new message.
+ */
+export const HttpHeaderSchema: GenMessage<HttpHeader> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 32);
+
+/**
+ * A service replica health probe.
+ *
+ * @generated from message dstack.api.v1.Probe
+ */
+export type Probe = Message<"dstack.api.v1.Probe"> & {
+  /**
+   * The probe type: `http`.
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * The URL path.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * The HTTP method, lowercase.
+   *
+   * @generated from field: string method = 3;
+   */
+  method: string;
+
+  /**
+   * Request headers.
+   *
+   * @generated from field: repeated dstack.api.v1.HttpHeader headers = 4;
+   */
+  headers: HttpHeader[];
+
+  /**
+   * Request body.
+   *
+   * @generated from field: optional string body = 5;
+   */
+  body?: string | undefined;
+
+  /**
+   * Request timeout, seconds.
+   *
+   * @generated from field: int64 timeout_seconds = 6 [jstype = JS_NUMBER];
+   */
+  timeoutSeconds: bigint;
+
+  /**
+   * Time between probes, seconds.
+   *
+   * @generated from field: int64 interval_seconds = 7 [jstype = JS_NUMBER];
+   */
+  intervalSeconds: bigint;
+
+  /**
+   * Consecutive successes before the replica is ready.
+   *
+   * @generated from field: int32 ready_after = 8;
+   */
+  readyAfter: number;
+
+  /**
+   * Stop probing once ready.
+   *
+   * @generated from field: bool until_ready = 9;
+   */
+  untilReady: boolean;
+};
+
+/**
+ * Describes the message dstack.api.v1.Probe.
+ * Use `create(ProbeSchema)` to create a new message.
+ */
+export const ProbeSchema: GenMessage<Probe> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 33);
+
+/**
+ * A replica group of a heterogeneous service.
+ *
+ * @generated from message dstack.api.v1.ReplicaGroup
+ */
+export type ReplicaGroup = Message<"dstack.api.v1.ReplicaGroup"> & {
+  /**
+   * The group name (default: its index).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The number of replicas (a range needs scaling).
+   *
+   * @generated from field: dstack.api.v1.IntRange replicas = 2;
+   */
+  replicas?: IntRange | undefined;
+
+  /**
+   * Auto-scaling rules.
+   *
+   * @generated from field: dstack.api.v1.ScalingPolicy scaling = 3;
+   */
+  scaling?: ScalingPolicy | undefined;
+
+  /**
+   * Resources of each replica.
+   *
+   * @generated from field: dstack.api.v1.ResourcesSpec resources = 4;
+   */
+  resources?: ResourcesSpec | undefined;
+
+  /**
+   * Spot policy for this group.
+   *
+   * @generated from field: dstack.api.v1.SpotPolicy spot_policy = 5;
+   */
+  spotPolicy: SpotPolicy;
+
+  /**
+   * Reservation for this group.
+   *
+   * @generated from field: optional string reservation = 6;
+   */
+  reservation?: string | undefined;
+
+  /**
+   * Commands run by these replicas.
+   *
+   * @generated from field: repeated string commands = 7;
+   */
+  commands: string[];
+
+  /**
+   * Image for this group.
+   *
+   * @generated from field: optional string image = 8;
+   */
+  image?: string | undefined;
+
+  /**
+   * Python version for this group.
+   *
+   * @generated from field: optional string python = 9;
+   */
+  python?: string | undefined;
+
+  /**
+   * NVCC image for this group.
+   *
+   * @generated from field: optional bool nvcc = 10;
+   */
+  nvcc?: boolean | undefined;
+
+  /**
+   * Docker-in-Docker for this group.
+   *
+   * @generated from field: optional bool docker = 11;
+   */
+  docker?: boolean | undefined;
+
+  /**
+   * Privileged containers for this group.
+   *
+   * @generated from field: optional bool privileged = 12;
+   */
+  privileged?: boolean | undefined;
+
+  /**
+   * The in-service router these replicas run: `sglang` or `dynamo`.
+   *
+   * @generated from field: optional string router = 13;
+   */
+  router?: string | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.ReplicaGroup.
+ * Use `create(ReplicaGroupSchema)` to create a new message.
+ */
+export const ReplicaGroupSchema: GenMessage<ReplicaGroup> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 34);
+
+/**
+ * `type: service`: an HTTP service behind the server proxy or a gateway.
+ *
  * @generated from message dstack.api.v1.ServiceConfiguration
  */
 export type ServiceConfiguration = Message<"dstack.api.v1.ServiceConfiguration"> & {
+  /**
+   * Fields shared by runs.
+   *
+   * @generated from field: dstack.api.v1.RunConfigurationBase base = 1;
+   */
+  base?: RunConfigurationBase | undefined;
+
+  /**
+   * Commands to run.
+   *
+   * @generated from field: repeated string commands = 2;
+   */
+  commands: string[];
+
+  /**
+   * The port the application listens on (only container_port is used).
+   *
+   * @generated from field: dstack.api.v1.PortMapping port = 3;
+   */
+  port?: PortMapping | undefined;
+
+  /**
+   * Which gateway to use; unset means the default gateway if there is one.
+   *
+   * @generated from oneof dstack.api.v1.ServiceConfiguration.gateway
+   */
+  gateway: {
+    /**
+     * false: the in-server proxy; true: require the default gateway.
+     *
+     * @generated from field: bool use_gateway = 4;
+     */
+    value: boolean;
+    case: "useGateway";
+  } | {
+    /**
+     * A named gateway.
+     *
+     * @generated from field: dstack.api.v1.EntityRef gateway_ref = 5;
+     */
+    value: EntityRef;
+    case: "gatewayRef";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Strip the `/proxy/services/<project>/<run>/` prefix (in-server proxy only).
+   *
+   * @generated from field: bool strip_prefix = 6;
+   */
+  stripPrefix: boolean;
+
+  /**
+   * The model mapping for the OpenAI-compatible endpoint.
+   *
+   * @generated from field: dstack.api.v1.ServiceModel model = 7;
+   */
+  model?: ServiceModel | undefined;
+
+  /**
+   * HTTPS with a gateway: `true`, `false` or `auto`.
+   *
+   * @generated from field: string https = 8;
+   */
+  https: string;
+
+  /**
+   * Require authorization.
+   *
+   * @generated from field: bool auth = 9;
+   */
+  auth: boolean;
+
+  /**
+   * Auto-scaling rules.
+   *
+   * @generated from field: dstack.api.v1.ScalingPolicy scaling = 10;
+   */
+  scaling?: ScalingPolicy | undefined;
+
+  /**
+   * Gateway rate limits.
+   *
+   * @generated from field: repeated dstack.api.v1.RateLimit rate_limits = 11;
+   */
+  rateLimits: RateLimit[];
+
+  /**
+   * Health probes; meaningful only when probes_set.
+   *
+   * @generated from field: repeated dstack.api.v1.Probe probes = 12;
+   */
+  probes: Probe[];
+
+  /**
+   * Whether `probes` was given; unset means the default (a chat probe when model is set).
+   *
+   * @generated from field: bool probes_set = 13;
+   */
+  probesSet: boolean;
+
+  /**
+   * The number of replicas; unset when `groups` is used.
+   *
+   * @generated from field: dstack.api.v1.IntRange replicas = 14;
+   */
+  replicas?: IntRange | undefined;
+
+  /**
+   * Replica groups; exclusive with `replicas`.
+   *
+   * @generated from field: repeated dstack.api.v1.ReplicaGroup groups = 15;
+   */
+  groups: ReplicaGroup[];
 };
 
 /**
@@ -107,12 +1783,55 @@ export type ServiceConfiguration = Message<"dstack.api.v1.ServiceConfiguration">
  * Use `create(ServiceConfigurationSchema)` to create a new message.
  */
 export const ServiceConfigurationSchema: GenMessage<ServiceConfiguration> = /*@__PURE__*/
-  messageDesc(file_dstack_api_v1_configuration, 3);
+  messageDesc(file_dstack_api_v1_configuration, 35);
 
 /**
+ * `type: dev-environment`: an interactive environment reached by SSH or an IDE.
+ *
  * @generated from message dstack.api.v1.DevEnvironmentConfiguration
  */
 export type DevEnvironmentConfiguration = Message<"dstack.api.v1.DevEnvironmentConfiguration"> & {
+  /**
+   * Fields shared by runs.
+   *
+   * @generated from field: dstack.api.v1.RunConfigurationBase base = 1;
+   */
+  base?: RunConfigurationBase | undefined;
+
+  /**
+   * Ports to forward.
+   *
+   * @generated from field: repeated dstack.api.v1.PortMapping ports = 2;
+   */
+  ports: PortMapping[];
+
+  /**
+   * The IDE: `vscode`, `cursor`, `windsurf` or `zed`; unset means SSH only.
+   *
+   * @generated from field: optional string ide = 3;
+   */
+  ide?: string | undefined;
+
+  /**
+   * The IDE version.
+   *
+   * @generated from field: optional string version = 4;
+   */
+  version?: string | undefined;
+
+  /**
+   * Commands run before the environment idles.
+   *
+   * @generated from field: repeated string init = 5;
+   */
+  init: string[];
+
+  /**
+   * Stop after this long without SSH connections; default off.
+   *
+   * @generated from field: dstack.api.v1.OffableDuration inactivity_duration = 6;
+   */
+  inactivityDuration?: OffableDuration | undefined;
 };
 
 /**
@@ -120,12 +1839,372 @@ export type DevEnvironmentConfiguration = Message<"dstack.api.v1.DevEnvironmentC
  * Use `create(DevEnvironmentConfigurationSchema)` to create a new message.
  */
 export const DevEnvironmentConfigurationSchema: GenMessage<DevEnvironmentConfiguration> = /*@__PURE__*/
-  messageDesc(file_dstack_api_v1_configuration, 4);
+  messageDesc(file_dstack_api_v1_configuration, 36);
 
 /**
+ * How many blocks an instance is split into.
+ *
+ * @generated from message dstack.api.v1.Blocks
+ */
+export type Blocks = Message<"dstack.api.v1.Blocks"> & {
+  /**
+   * A number or auto.
+   *
+   * @generated from oneof dstack.api.v1.Blocks.value
+   */
+  value: {
+    /**
+     * A fixed number of blocks.
+     *
+     * @generated from field: int32 count = 1;
+     */
+    value: number;
+    case: "count";
+  } | {
+    /**
+     * As many blocks as possible.
+     *
+     * @generated from field: bool auto = 2;
+     */
+    value: boolean;
+    case: "auto";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message dstack.api.v1.Blocks.
+ * Use `create(BlocksSchema)` to create a new message.
+ */
+export const BlocksSchema: GenMessage<Blocks> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 37);
+
+/**
+ * An SSH jump host.
+ *
+ * @generated from message dstack.api.v1.ProxyJump
+ */
+export type ProxyJump = Message<"dstack.api.v1.ProxyJump"> & {
+  /**
+   * The jump host.
+   *
+   * @generated from field: string hostname = 1;
+   */
+  hostname: string;
+
+  /**
+   * Its SSH port.
+   *
+   * @generated from field: optional int32 port = 2;
+   */
+  port?: number | undefined;
+
+  /**
+   * The user on it.
+   *
+   * @generated from field: string user = 3;
+   */
+  user: string;
+
+  /**
+   * The private key file (a path on the user's machine).
+   *
+   * @generated from field: string identity_file = 4;
+   */
+  identityFile: string;
+};
+
+/**
+ * Describes the message dstack.api.v1.ProxyJump.
+ * Use `create(ProxyJumpSchema)` to create a new message.
+ */
+export const ProxyJumpSchema: GenMessage<ProxyJump> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 38);
+
+/**
+ * A host of an SSH fleet.
+ *
+ * @generated from message dstack.api.v1.SshHost
+ */
+export type SshHost = Message<"dstack.api.v1.SshHost"> & {
+  /**
+   * Hostname or IP.
+   *
+   * @generated from field: string hostname = 1;
+   */
+  hostname: string;
+
+  /**
+   * SSH port.
+   *
+   * @generated from field: optional int32 port = 2;
+   */
+  port?: number | undefined;
+
+  /**
+   * SSH user.
+   *
+   * @generated from field: optional string user = 3;
+   */
+  user?: string | undefined;
+
+  /**
+   * Private key file.
+   *
+   * @generated from field: optional string identity_file = 4;
+   */
+  identityFile?: string | undefined;
+
+  /**
+   * Jump host.
+   *
+   * @generated from field: dstack.api.v1.ProxyJump proxy_jump = 5;
+   */
+  proxyJump?: ProxyJump | undefined;
+
+  /**
+   * The private IP used inside the cluster.
+   *
+   * @generated from field: optional string internal_ip = 6;
+   */
+  internalIp?: string | undefined;
+
+  /**
+   * Blocks for this host; unset means the fleet's.
+   *
+   * @generated from field: dstack.api.v1.Blocks blocks = 7;
+   */
+  blocks?: Blocks | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.SshHost.
+ * Use `create(SshHostSchema)` to create a new message.
+ */
+export const SshHostSchema: GenMessage<SshHost> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 39);
+
+/**
+ * `ssh_config:` of an SSH fleet.
+ *
+ * @generated from message dstack.api.v1.SshConfig
+ */
+export type SshConfig = Message<"dstack.api.v1.SshConfig"> & {
+  /**
+   * Default SSH user.
+   *
+   * @generated from field: optional string user = 1;
+   */
+  user?: string | undefined;
+
+  /**
+   * Default SSH port.
+   *
+   * @generated from field: optional int32 port = 2;
+   */
+  port?: number | undefined;
+
+  /**
+   * Default private key file.
+   *
+   * @generated from field: optional string identity_file = 3;
+   */
+  identityFile?: string | undefined;
+
+  /**
+   * Default jump host.
+   *
+   * @generated from field: dstack.api.v1.ProxyJump proxy_jump = 4;
+   */
+  proxyJump?: ProxyJump | undefined;
+
+  /**
+   * The hosts.
+   *
+   * @generated from field: repeated dstack.api.v1.SshHost hosts = 5;
+   */
+  hosts: SshHost[];
+
+  /**
+   * The private network (CIDR) for cluster traffic.
+   *
+   * @generated from field: optional string network = 6;
+   */
+  network?: string | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.SshConfig.
+ * Use `create(SshConfigSchema)` to create a new message.
+ */
+export const SshConfigSchema: GenMessage<SshConfig> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 40);
+
+/**
+ * `nodes:` of a backend fleet.
+ *
+ * @generated from message dstack.api.v1.FleetNodes
+ */
+export type FleetNodes = Message<"dstack.api.v1.FleetNodes"> & {
+  /**
+   * Instances always kept.
+   *
+   * @generated from field: int32 min = 1;
+   */
+  min: number;
+
+  /**
+   * Instances provisioned on apply.
+   *
+   * @generated from field: int32 target = 2;
+   */
+  target: number;
+
+  /**
+   * Instances allowed at most; unset means unlimited.
+   *
+   * @generated from field: optional int32 max = 3;
+   */
+  max?: number | undefined;
+};
+
+/**
+ * Describes the message dstack.api.v1.FleetNodes.
+ * Use `create(FleetNodesSchema)` to create a new message.
+ */
+export const FleetNodesSchema: GenMessage<FleetNodes> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_configuration, 41);
+
+/**
+ * `type: fleet`: cloud instances or SSH hosts that runs are placed on.
+ *
  * @generated from message dstack.api.v1.FleetConfiguration
  */
 export type FleetConfiguration = Message<"dstack.api.v1.FleetConfiguration"> & {
+  /**
+   * The fleet name.
+   *
+   * @generated from field: optional string name = 1;
+   */
+  name?: string | undefined;
+
+  /**
+   * Placement; default any.
+   *
+   * @generated from field: dstack.api.v1.FleetPlacement placement = 2;
+   */
+  placement: FleetPlacement;
+
+  /**
+   * Blocks per instance; default 1.
+   *
+   * @generated from field: dstack.api.v1.Blocks blocks = 3;
+   */
+  blocks?: Blocks | undefined;
+
+  /**
+   * Environment passed to every job on the fleet.
+   *
+   * @generated from field: dstack.api.v1.Env env = 4;
+   */
+  env?: Env | undefined;
+
+  /**
+   * The number of instances (backend fleets).
+   *
+   * @generated from field: dstack.api.v1.FleetNodes nodes = 5;
+   */
+  nodes?: FleetNodes | undefined;
+
+  /**
+   * SSH hosts (SSH fleets).
+   *
+   * @generated from field: dstack.api.v1.SshConfig ssh_config = 6;
+   */
+  sshConfig?: SshConfig | undefined;
+
+  /**
+   * A cloud reservation.
+   *
+   * @generated from field: optional string reservation = 7;
+   */
+  reservation?: string | undefined;
+
+  /**
+   * Instance resources; unset means dstack's defaults.
+   *
+   * @generated from field: dstack.api.v1.ResourcesSpec resources = 8;
+   */
+  resources?: ResourcesSpec | undefined;
+
+  /**
+   * Backends to consider.
+   *
+   * @generated from field: dstack.api.v1.StringList backends = 9;
+   */
+  backends?: StringList | undefined;
+
+  /**
+   * Regions to consider.
+   *
+   * @generated from field: dstack.api.v1.StringList regions = 10;
+   */
+  regions?: StringList | undefined;
+
+  /**
+   * Availability zones to consider.
+   *
+   * @generated from field: dstack.api.v1.StringList availability_zones = 11;
+   */
+  availabilityZones?: StringList | undefined;
+
+  /**
+   * Instance types to consider.
+   *
+   * @generated from field: dstack.api.v1.StringList instance_types = 12;
+   */
+  instanceTypes?: StringList | undefined;
+
+  /**
+   * Spot policy; default on-demand.
+   *
+   * @generated from field: dstack.api.v1.SpotPolicy spot_policy = 13;
+   */
+  spotPolicy: SpotPolicy;
+
+  /**
+   * Provisioning retry; unset means none.
+   *
+   * @generated from field: dstack.api.v1.RetryPolicy retry = 14;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * Maximum price per hour, dollars.
+   *
+   * @generated from field: optional double max_price = 15;
+   */
+  maxPrice?: number | undefined;
+
+  /**
+   * How long instances above nodes.min may idle; default 3d.
+   *
+   * @generated from field: dstack.api.v1.OffableDuration idle_duration = 16;
+   */
+  idleDuration?: OffableDuration | undefined;
+
+  /**
+   * Tags propagated to cloud resources.
+   *
+   * @generated from field: map<string, string> tags = 17;
+   */
+  tags: { [key: string]: string };
+
+  /**
+   * Per-backend options.
+   *
+   * @generated from field: repeated dstack.api.v1.BackendOptions backend_options = 18;
+   */
+  backendOptions: BackendOptions[];
 };
 
 /**
@@ -133,12 +2212,97 @@ export type FleetConfiguration = Message<"dstack.api.v1.FleetConfiguration"> & {
  * Use `create(FleetConfigurationSchema)` to create a new message.
  */
 export const FleetConfigurationSchema: GenMessage<FleetConfiguration> = /*@__PURE__*/
-  messageDesc(file_dstack_api_v1_configuration, 5);
+  messageDesc(file_dstack_api_v1_configuration, 42);
 
 /**
+ * `type: volume`: a network volume (created or registered).
+ *
  * @generated from message dstack.api.v1.VolumeConfiguration
  */
 export type VolumeConfiguration = Message<"dstack.api.v1.VolumeConfiguration"> & {
+  /**
+   * The backend: `aws`, `gcp`, `runpod` or `kubernetes`.
+   *
+   * @generated from field: string backend = 1;
+   */
+  backend: string;
+
+  /**
+   * The volume name.
+   *
+   * @generated from field: optional string name = 2;
+   */
+  name?: string | undefined;
+
+  /**
+   * The region (the cluster for kubernetes; may be empty there).
+   *
+   * @generated from field: string region = 3;
+   */
+  region: string;
+
+  /**
+   * The availability zone (aws, gcp).
+   *
+   * @generated from field: optional string availability_zone = 4;
+   */
+  availabilityZone?: string | undefined;
+
+  /**
+   * The size, GB; required when creating.
+   *
+   * @generated from field: optional double size_gb = 5;
+   */
+  sizeGb?: number | undefined;
+
+  /**
+   * An existing volume to register (aws, gcp, runpod).
+   *
+   * @generated from field: optional string volume_id = 6;
+   */
+  volumeId?: string | undefined;
+
+  /**
+   * Delete after unused for this long; default off.
+   *
+   * @generated from field: dstack.api.v1.OffableDuration auto_cleanup_duration = 7;
+   */
+  autoCleanupDuration?: OffableDuration | undefined;
+
+  /**
+   * Tags propagated to cloud resources.
+   *
+   * @generated from field: map<string, string> tags = 8;
+   */
+  tags: { [key: string]: string };
+
+  /**
+   * kubernetes: an existing PersistentVolumeClaim.
+   *
+   * @generated from field: optional string claim_name = 9;
+   */
+  claimName?: string | undefined;
+
+  /**
+   * kubernetes: the StorageClass for a new claim.
+   *
+   * @generated from field: optional string storage_class_name = 10;
+   */
+  storageClassName?: string | undefined;
+
+  /**
+   * kubernetes: access modes for a new claim.
+   *
+   * @generated from field: repeated string access_modes = 11;
+   */
+  accessModes: string[];
+
+  /**
+   * kubernetes: mount read-only.
+   *
+   * @generated from field: optional bool read_only = 12;
+   */
+  readOnly?: boolean | undefined;
 };
 
 /**
@@ -146,12 +2310,90 @@ export type VolumeConfiguration = Message<"dstack.api.v1.VolumeConfiguration"> &
  * Use `create(VolumeConfigurationSchema)` to create a new message.
  */
 export const VolumeConfigurationSchema: GenMessage<VolumeConfiguration> = /*@__PURE__*/
-  messageDesc(file_dstack_api_v1_configuration, 6);
+  messageDesc(file_dstack_api_v1_configuration, 43);
 
 /**
+ * `type: gateway`: an ingress for services with a domain and HTTPS.
+ *
  * @generated from message dstack.api.v1.GatewayConfiguration
  */
 export type GatewayConfiguration = Message<"dstack.api.v1.GatewayConfiguration"> & {
+  /**
+   * The gateway name.
+   *
+   * @generated from field: optional string name = 1;
+   */
+  name?: string | undefined;
+
+  /**
+   * Make it the project's default gateway.
+   *
+   * @generated from field: optional bool default = 2;
+   */
+  default?: boolean | undefined;
+
+  /**
+   * The backend.
+   *
+   * @generated from field: string backend = 3;
+   */
+  backend: string;
+
+  /**
+   * The region.
+   *
+   * @generated from field: string region = 4;
+   */
+  region: string;
+
+  /**
+   * The instance type; unset means a small default.
+   *
+   * @generated from field: optional string instance_type = 5;
+   */
+  instanceType?: string | undefined;
+
+  /**
+   * The wildcard domain; services get `<run>.<domain>`.
+   *
+   * @generated from field: optional string domain = 6;
+   */
+  domain?: string | undefined;
+
+  /**
+   * Allocate a public IP.
+   *
+   * @generated from field: bool public_ip = 7;
+   */
+  publicIp: boolean;
+
+  /**
+   * The certificate: `lets-encrypt`, `acm`, or empty for none.
+   *
+   * @generated from field: string certificate_type = 8;
+   */
+  certificateType: string;
+
+  /**
+   * The ACM certificate ARN when certificate_type is `acm`.
+   *
+   * @generated from field: optional string certificate_arn = 9;
+   */
+  certificateArn?: string | undefined;
+
+  /**
+   * The number of gateway replicas.
+   *
+   * @generated from field: int32 replicas = 10;
+   */
+  replicas: number;
+
+  /**
+   * Tags propagated to cloud resources.
+   *
+   * @generated from field: map<string, string> tags = 11;
+   */
+  tags: { [key: string]: string };
 };
 
 /**
@@ -159,5 +2401,182 @@ export type GatewayConfiguration = Message<"dstack.api.v1.GatewayConfiguration">
  * Use `create(GatewayConfigurationSchema)` to create a new message.
  */
 export const GatewayConfigurationSchema: GenMessage<GatewayConfiguration> = /*@__PURE__*/
-  messageDesc(file_dstack_api_v1_configuration, 7);
+  messageDesc(file_dstack_api_v1_configuration, 44);
+
+/**
+ * What to do when a repo's target path exists and is not empty.
+ *
+ * @generated from enum dstack.api.v1.RepoIfExists
+ */
+export enum RepoIfExists {
+  /**
+   * Not set; treated as error.
+   *
+   * @generated from enum value: REPO_IF_EXISTS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Fail the run.
+   *
+   * @generated from enum value: REPO_IF_EXISTS_ERROR = 1;
+   */
+  ERROR = 1,
+
+  /**
+   * Skip the repo.
+   *
+   * @generated from enum value: REPO_IF_EXISTS_SKIP = 2;
+   */
+  SKIP = 2,
+}
+
+/**
+ * Describes the enum dstack.api.v1.RepoIfExists.
+ */
+export const RepoIfExistsSchema: GenEnum<RepoIfExists> = /*@__PURE__*/
+  enumDesc(file_dstack_api_v1_configuration, 0);
+
+/**
+ * Whether runs may create instances.
+ *
+ * @generated from enum dstack.api.v1.CreationPolicy
+ */
+export enum CreationPolicy {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: CREATION_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Only reuse existing instances.
+   *
+   * @generated from enum value: CREATION_POLICY_REUSE = 1;
+   */
+  REUSE = 1,
+
+  /**
+   * Reuse, or create when none fits (the default).
+   *
+   * @generated from enum value: CREATION_POLICY_REUSE_OR_CREATE = 2;
+   */
+  REUSE_OR_CREATE = 2,
+}
+
+/**
+ * Describes the enum dstack.api.v1.CreationPolicy.
+ */
+export const CreationPolicySchema: GenEnum<CreationPolicy> = /*@__PURE__*/
+  enumDesc(file_dstack_api_v1_configuration, 1);
+
+/**
+ * The order in which master and worker jobs of a multi-node run start.
+ *
+ * @generated from enum dstack.api.v1.StartupOrder
+ */
+export enum StartupOrder {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: STARTUP_ORDER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Any order (the default).
+   *
+   * @generated from enum value: STARTUP_ORDER_ANY = 1;
+   */
+  ANY = 1,
+
+  /**
+   * The master first.
+   *
+   * @generated from enum value: STARTUP_ORDER_MASTER_FIRST = 2;
+   */
+  MASTER_FIRST = 2,
+
+  /**
+   * The workers first.
+   *
+   * @generated from enum value: STARTUP_ORDER_WORKERS_FIRST = 3;
+   */
+  WORKERS_FIRST = 3,
+}
+
+/**
+ * Describes the enum dstack.api.v1.StartupOrder.
+ */
+export const StartupOrderSchema: GenEnum<StartupOrder> = /*@__PURE__*/
+  enumDesc(file_dstack_api_v1_configuration, 2);
+
+/**
+ * When a multi-node run is done.
+ *
+ * @generated from enum dstack.api.v1.StopCriteria
+ */
+export enum StopCriteria {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: STOP_CRITERIA_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * When every job is done (the default).
+   *
+   * @generated from enum value: STOP_CRITERIA_ALL_DONE = 1;
+   */
+  ALL_DONE = 1,
+
+  /**
+   * When the master job is done.
+   *
+   * @generated from enum value: STOP_CRITERIA_MASTER_DONE = 2;
+   */
+  MASTER_DONE = 2,
+}
+
+/**
+ * Describes the enum dstack.api.v1.StopCriteria.
+ */
+export const StopCriteriaSchema: GenEnum<StopCriteria> = /*@__PURE__*/
+  enumDesc(file_dstack_api_v1_configuration, 3);
+
+/**
+ * How instances of a fleet are placed.
+ *
+ * @generated from enum dstack.api.v1.FleetPlacement
+ */
+export enum FleetPlacement {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: FLEET_PLACEMENT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Anywhere (the default).
+   *
+   * @generated from enum value: FLEET_PLACEMENT_ANY = 1;
+   */
+  ANY = 1,
+
+  /**
+   * Together, with a fast interconnect (needed by multi-node runs).
+   *
+   * @generated from enum value: FLEET_PLACEMENT_CLUSTER = 2;
+   */
+  CLUSTER = 2,
+}
+
+/**
+ * Describes the enum dstack.api.v1.FleetPlacement.
+ */
+export const FleetPlacementSchema: GenEnum<FleetPlacement> = /*@__PURE__*/
+  enumDesc(file_dstack_api_v1_configuration, 4);
 
