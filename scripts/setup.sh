@@ -30,7 +30,7 @@ packages=(
   iproute2                             # ip, ss
   openssh-client openssh-server        # SSH fleet tests, real `ssh` against the shim
   git                                  # repo/code handling
-  libsqlite3-dev g++ make              # sqlite3 (node-gyp) links the system libsqlite3
+  libsqlite3-dev g++ make python3      # sqlite3, node-pty, ssh2 build with node-gyp
   busybox-static                       # dstack-test/busybox:1
   bash dash coreutils grep sed tar gzip findutils libc-bin  # dstack-test/glibc:1 is made of these
   postgresql postgresql-client         # the server's PostgreSQL tests
@@ -54,7 +54,7 @@ fi
 command -v node >/dev/null 2>&1 || die "node is not installed; dstack-ts needs Node >= 20.11"
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=11)?0:1)' ||
   die "Node $(node --version) is too old; dstack-ts needs Node >= 20.11"
-command -v python3 >/dev/null 2>&1 || die "python3 is missing (node-gyp needs it)"
+
 
 # ---------------------------------------------------------------------------------------------
 # 2. Docker engine
@@ -96,6 +96,17 @@ if engine_answers; then
   say "Docker engine answers ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
 else
   command -v dockerd >/dev/null 2>&1 || die "dockerd not found (package docker.io)"
+  # Without systemd nobody may have mounted the cgroup hierarchies runc needs (these VMs do it at
+  # boot; a bare container or chroot does not).
+  if [ ! -e /sys/fs/cgroup/cgroup.controllers ] && [ ! -d /sys/fs/cgroup/devices ]; then
+    if ! command -v cgroupfs-mount >/dev/null 2>&1; then
+      say "installing cgroupfs-mount"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cgroupfs-mount >/dev/null 2>&1 ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cgroupfs-mount >/dev/null; }
+    fi
+    say "mounting cgroup hierarchies (cgroupfs-mount)"
+    cgroupfs-mount
+  fi
   # A previous dockerd killed hard leaves its pid file behind; dockerd refuses to start while the
   # file names a live process, so only remove it when that process is gone.
   if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid 2>/dev/null)" 2>/dev/null; then
