@@ -183,7 +183,8 @@ const tags = opt(z.record(z.string(), z.unknown())).transform((v, ctx) => {
       ctx.addIssue({ code: "custom", path: [k], input: raw, message: `Invalid tag value ${String(raw)}. The value must match regex '^[a-zA-Z0-9 .:/=_\\-+@]{0,256}$'` });
     } else out[k] = val;
   }
-  return out;
+  // An empty mapping means the same as none.
+  return Object.keys(out).length ? out : undefined;
 });
 
 const gpu = choose<GpuRequirements>((v) => {
@@ -363,7 +364,7 @@ function normalizeProfile(p: ProfileRaw): ProfileParams {
     fleets: und(p.fleets),
     instances: und(p.instances),
     tags: p.tags,
-    backendOptions: und(p.backend_options),
+    backendOptions: p.backend_options?.length ? p.backend_options : undefined,
   });
 }
 
@@ -872,7 +873,7 @@ export const fleetSchema = strict(
   maxPrice: und(f.max_price),
   idleDuration: f.idle_duration ?? 259200,
   tags: f.tags,
-  backendOptions: und(f.backend_options),
+  backendOptions: f.backend_options?.length ? f.backend_options : undefined,
 }));
 
 // ---------------------------------------------------------------------------------------------
