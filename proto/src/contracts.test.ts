@@ -1,7 +1,7 @@
 // Contract checks for the protobuf definitions under proto/dstack:
 //  - they pass `buf lint` (and every element we own carries a doc comment),
 //  - proto/gen is exactly what `buf generate` produces from them (CI fails on a forgotten regenerate),
-//  - they are wire-compatible with the newest earlier commit that has proto files (`buf breaking`),
+//  - once a baseline is recorded, they stay wire-compatible with it and with the previous commit,
 //  - representative messages survive binary and JSON round trips.
 import { spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -77,26 +77,26 @@ function listFiles(dir: string): string[] {
 }
 
 /**
- * The commit `buf breaking` compares against: HEAD when proto/dstack has uncommitted changes
- * (they are what is new), otherwise the newest commit before HEAD whose tree has .proto files.
- * Computed at collection time so the test title can say what is (or is not) compared.
+ * What `buf breaking` compares the working tree against. Contracts are free to change until a
+ * baseline is recorded in proto/BREAKING_BASELINE (the commit of the first released contracts);
+ * from then on they must stay wire-compatible with that baseline and with the previous commit.
+ * Computed at collection time so the test titles say what is compared.
  */
-function findBaseline(): { ref: string; depth: number } | { none: string } {
+function breakingTargets(): { title: string; ref: string; depth: number }[] {
   const git = (args: string[]) => run("git", args);
-  if (git(["rev-parse", "--verify", "HEAD"]).status !== 0) return { none: "no git history" };
-  const dirty =
-    git(["status", "--porcelain", "--", "proto/dstack"]).stdout.trim() !== "";
-  const start = dirty ? "HEAD" : "HEAD~1";
-  const revs = git(["rev-list", start, "--"]);
-  if (revs.status !== 0) return { none: "HEAD has no parent commit" };
-  const commits = revs.stdout.split("\n").filter(Boolean);
-  for (const [i, sha] of commits.entries()) {
-    const tree = git(["ls-tree", "-r", "--name-only", sha, "--", "proto"]);
-    if (tree.stdout.split("\n").some((p) => p.endsWith(".proto"))) {
-      return { ref: sha, depth: i + (dirty ? 1 : 2) };
-    }
+  let baseline: string;
+  try {
+    baseline = readFileSync(join(root, "proto/BREAKING_BASELINE"), "utf8").split(/\s/)[0] ?? "";
+  } catch {
+    return [];
   }
-  return { none: "no earlier commit has proto files" };
+  const depthTo = (ref: string) => Number(git(["rev-list", "--count", `${ref}..HEAD`]).stdout.trim()) + 1;
+  const targets = [{ title: `the released baseline ${baseline.slice(0, 12)}`, ref: baseline, depth: depthTo(baseline) }];
+  const parent = git(["rev-parse", "--verify", "HEAD~1"]).stdout.trim();
+  if (parent && git(["merge-base", "--is-ancestor", baseline, parent]).status === 0 && parent !== baseline) {
+    targets.push({ title: `the previous commit ${parent.slice(0, 12)}`, ref: parent, depth: depthTo(parent) });
+  }
+  return targets;
 }
 
 describe("protobuf contracts", () => {
@@ -158,15 +158,10 @@ describe("protobuf contracts", () => {
     }
   });
 
-  const baseline = findBaseline();
-  if ("ref" in baseline) {
-    it(`are wire-compatible (buf breaking, FILE rules) with commit ${baseline.ref.slice(0, 12)}`, () => {
-      const r = buf(["breaking", "--against", `.git#ref=${baseline.ref},depth=${baseline.depth + 1}`]);
+  for (const target of breakingTargets()) {
+    it(`are wire-compatible (buf breaking, FILE rules) with ${target.title}`, () => {
+      const r = buf(["breaking", "--against", `.git#ref=${target.ref},depth=${target.depth + 1}`]);
       expect(r.status, output(r)).toBe(0);
-    });
-  } else {
-    it(`buf breaking has nothing to compare against: ${baseline.none}`, () => {
-      expect(baseline.none).toBeTruthy();
     });
   }
 });
