@@ -96,6 +96,10 @@ function strict<S extends z.ZodRawShape>(shape: S, topLevelOf?: string) {
 /** Runs a grammar parser; its GrammarError becomes an issue at the current path. */
 function grammar<T>(fn: (v: unknown) => T) {
   return z.unknown().transform((v, ctx): T => {
+    if (v === undefined) {
+      ctx.addIssue({ code: "custom", message: "Field required", input: v });
+      return z.NEVER;
+    }
     try {
       return fn(v);
     } catch (e) {
@@ -945,12 +949,12 @@ export const gatewaySchema = strict(
     instance_type: opt(str.min(1)),
     domain: opt(str),
     public_ip: opt(z.boolean()),
-    certificate: choose<null | undefined | { type?: "lets-encrypt" | "acm" | null; arn?: string }>((v) => {
-      if (v === null) return z.null();
-      if (v === undefined) return z.undefined();
-      if (isRecord(v) && v.type === "acm") return strict({ type: z.literal("acm"), arn: str });
-      return strict({ type: opt(enumOf(["lets-encrypt", "acm"] as const, "certificate type")) });
-    }),
+    // Absent: Let's Encrypt; `null`: no certificate.
+    certificate: opt(
+      choose<{ type?: "lets-encrypt" | "acm" | null; arn?: string }>((v) =>
+        isRecord(v) && v.type === "acm" ? strict({ type: z.literal("acm"), arn: str }) : strict({ type: opt(enumOf(["lets-encrypt", "acm"] as const, "certificate type")) }),
+      ),
+    ),
     replicas: opt(z.number().int().min(1)),
     tags,
   },
@@ -964,7 +968,7 @@ export const gatewaySchema = strict(
   instanceType: und(g.instance_type),
   domain: und(g.domain),
   publicIp: g.public_ip ?? true,
-  certificate: g.certificate === null ? null : g.certificate && "arn" in g.certificate ? { type: "acm" as const, arn: g.certificate.arn as string } : { type: "lets-encrypt" as const },
+  certificate: g.certificate === null ? null : g.certificate && g.certificate.type === "acm" ? { type: "acm" as const, arn: g.certificate.arn as string } : { type: "lets-encrypt" as const },
   replicas: g.replicas ?? 1,
   tags: g.tags,
 }));
