@@ -57,7 +57,9 @@ async function loadConfigurationText(file: string | undefined, io: CliIO): Promi
     return { text: await readAll(io.stdin), displayName: "<stdin>" };
   }
   const path = resolve(io.cwd, file ?? DEFAULT_FILE);
-  const displayName = relative(io.cwd, path) || path;
+  // Name the file as the user would: relative below the working directory, absolute elsewhere.
+  const rel = relative(io.cwd, path);
+  const displayName = rel && !rel.startsWith("..") ? rel : path;
   try {
     return { text: await readFile(path, "utf8"), displayName };
   } catch (error) {
