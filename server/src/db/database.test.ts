@@ -94,3 +94,11 @@ describe.each(DIALECTS)("database on %s", (dialect) => {
     expect(await orm.em.fork().count(User, { name: "ghost" })).toBe(0);
   });
 });
+
+describe("openDatabase errors", () => {
+  it("names the database (password hidden) when PostgreSQL cannot be reached", async () => {
+    const p = openDatabase({ dialect: "postgresql", url: "postgresql://dstack:secret@127.0.0.1:1/nowhere" });
+    await expect(p).rejects.toMatchObject({ code: "DSTACK_DATABASE_UNAVAILABLE" });
+    await expect(p).rejects.toThrow(/postgresql:\/\/dstack:\*\*\*@127\.0\.0\.1:1\/nowhere/);
+  });
+});

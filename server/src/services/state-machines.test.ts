@@ -2,6 +2,9 @@ import { describe, expect, it } from "vitest";
 import { InstanceStatus as I, JobStatus as J, JobTerminationReason as JR, RunStatus as R, RunTerminationReason as RR } from "../domain/enums.js";
 import { isDstackError } from "../errors.js";
 import {
+  INSTANCE_TRANSITIONS,
+  JOB_TRANSITIONS,
+  RUN_TRANSITIONS,
   assertJobTransition,
   canTransitionInstance,
   canTransitionJob,
@@ -21,6 +24,14 @@ import {
 
 const members = <E extends Record<string, string | number>>(e: E) =>
   Object.values(e).filter((v): v is E[keyof E] & number => typeof v === "number" && v !== 0);
+
+describe("transition tables", () => {
+  it("cover every status the protobuf contract defines", () => {
+    expect([...RUN_TRANSITIONS.keys()].sort()).toEqual(members(R).sort());
+    expect([...JOB_TRANSITIONS.keys()].sort()).toEqual(members(J).sort());
+    expect([...INSTANCE_TRANSITIONS.keys()].sort()).toEqual(members(I).sort());
+  });
+});
 
 describe("run transitions", () => {
   it.each<[R, R, boolean]>([

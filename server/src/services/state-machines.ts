@@ -15,7 +15,7 @@ import {
 // ---------------------------------------------------------------------------------------
 // Allowed transitions
 
-const RUN_TRANSITIONS: ReadonlyMap<RunStatus, readonly RunStatus[]> = new Map([
+export const RUN_TRANSITIONS: ReadonlyMap<RunStatus, readonly RunStatus[]> = new Map([
   // pending: waiting for retry backoff, a cron trigger or autoscaling to want replicas.
   [RunStatus.PENDING, [RunStatus.SUBMITTED, RunStatus.TERMINATING]],
   // A run's status follows its jobs, so every active status may step back when a replica
@@ -30,7 +30,7 @@ const RUN_TRANSITIONS: ReadonlyMap<RunStatus, readonly RunStatus[]> = new Map([
   [RunStatus.DONE, []],
 ]);
 
-const JOB_TRANSITIONS: ReadonlyMap<JobStatus, readonly JobStatus[]> = new Map([
+export const JOB_TRANSITIONS: ReadonlyMap<JobStatus, readonly JobStatus[]> = new Map([
   [JobStatus.SUBMITTED, [JobStatus.PROVISIONING, JobStatus.TERMINATING]],
   // Container-only backends have no shim task to pull, so provisioning may go straight to running.
   [JobStatus.PROVISIONING, [JobStatus.PULLING, JobStatus.RUNNING, JobStatus.TERMINATING]],
@@ -44,7 +44,7 @@ const JOB_TRANSITIONS: ReadonlyMap<JobStatus, readonly JobStatus[]> = new Map([
   [JobStatus.DONE, []],
 ]);
 
-const INSTANCE_TRANSITIONS: ReadonlyMap<InstanceStatus, readonly InstanceStatus[]> = new Map([
+export const INSTANCE_TRANSITIONS: ReadonlyMap<InstanceStatus, readonly InstanceStatus[]> = new Map([
   // A placeholder that never got an offer ends at once: there is nothing to tear down.
   [InstanceStatus.PENDING, [InstanceStatus.PROVISIONING, InstanceStatus.TERMINATING, InstanceStatus.TERMINATED]],
   [InstanceStatus.PROVISIONING, [InstanceStatus.IDLE, InstanceStatus.BUSY, InstanceStatus.TERMINATING]],

@@ -21,17 +21,18 @@ export interface TestEnv {
   cleanup(): Promise<void>;
 }
 
-async function withAdminConnection<T>(fn: (orm: Orm) => Promise<T>): Promise<T> {
+/** Runs `fn` on a connection to the test server's maintenance database (`url`). */
+export async function withAdminConnection<T>(fn: (orm: Orm) => Promise<T>, url = TEST_PG_URL): Promise<T> {
   let orm: Orm;
   try {
-    orm = (await MikroORM.init({ ...ormOptions({ dialect: "postgresql", url: TEST_PG_URL }), pool: { min: 0, max: 1 } })) as Orm;
+    orm = (await MikroORM.init({ ...ormOptions({ dialect: "postgresql", url }), pool: { min: 0, max: 1 } })) as Orm;
     const check = await orm.checkConnection();
     if (!check.ok) {
       await orm.close(true);
       throw new Error(check.reason);
     }
   } catch (e) {
-    const safe = TEST_PG_URL.replace(/\/\/([^:@/]*)(:[^@]*)?@/, "//$1:***@");
+    const safe = url.replace(/\/\/([^:@/]*)(:[^@]*)?@/, "//$1:***@");
     throw new Error(
       `PostgreSQL for tests is unreachable at ${safe} (${e instanceof Error ? e.message : String(e)}). ` +
         "Run `bash scripts/setup.sh` to install and start it, or point DSTACK_TEST_DATABASE_URL at a server whose role may CREATE DATABASE.",
