@@ -197,7 +197,8 @@ export function parseGpuObject(v: Record<string, unknown>): GpuRequirements {
 /** `7.5`, `"7.5"` or `[7, 5]` → "7.5". */
 export function parseComputeCapability(v: unknown): string {
   let parts: unknown[];
-  if (typeof v === "number") parts = String(v).split(".");
+  // YAML reads `9.0` as the number 9.
+  if (typeof v === "number") parts = (Number.isInteger(v) ? `${v}.0` : String(v)).split(".");
   else if (typeof v === "string") parts = v.trim().split(".");
   else if (Array.isArray(v)) parts = v;
   else return fail(`Invalid compute capability: ${show(v)}`);

@@ -105,7 +105,10 @@ function toIssues(error: z.ZodError, issue: (path: IssuePath, message: string, a
       return;
     }
     let message = i.message;
-    if (i.code === "invalid_type" && /received undefined/.test(message)) message = "Field required";
+    const last = path[path.length - 1];
+    if ((i.code === "invalid_type" && /received undefined/.test(message)) || message === "Field required") {
+      message = typeof last === "string" ? `Missing required field \`${last}\`` : "Field required";
+    }
     push(path, message, message.startsWith(UNKNOWN_FIELD));
   };
   const push = (path: IssuePath, message: string, atKey: boolean) => {

@@ -34,6 +34,8 @@ import {
   type EntityRef,
   type FleetConfig,
   type GatewayConfig,
+  type CpuRequirements,
+  type DiskRequirements,
   type GpuRequirements,
   type InstanceSelector,
   type NodeGroup,
@@ -91,6 +93,17 @@ function strict<S extends z.ZodRawShape>(shape: S, topLevelOf?: string) {
       { when: () => true },
     ),
   );
+}
+
+/** Applies a grammar parser inside a transform; its GrammarError becomes an issue. */
+function applyGrammar<T>(v: unknown, ctx: z.RefinementCtx, fn: (v: unknown) => T): T {
+  try {
+    return fn(v);
+  } catch (e) {
+    if (!(e instanceof GrammarError)) throw e;
+    ctx.addIssue({ code: "custom", message: e.message, input: v });
+    return z.NEVER;
+  }
 }
 
 /** Runs a grammar parser; its GrammarError becomes an issue at the current path. */
@@ -191,10 +204,26 @@ const tags = opt(z.record(z.string(), z.unknown())).transform((v, ctx) => {
   return Object.keys(out).length ? out : undefined;
 });
 
+// The object forms are zod objects so unknown fields get the same hints as everywhere else.
 const gpu = choose<GpuRequirements>((v) => {
-  if (isRecord(v)) return grammar((x) => parseGpuObject(x as Record<string, unknown>));
-  return grammar(parseGpuSpec);
+  if (!isRecord(v)) return grammar(parseGpuSpec);
+  return strict({
+    vendor: z.unknown().optional(),
+    name: z.unknown().optional(),
+    count: z.unknown().optional(),
+    memory: z.unknown().optional(),
+    total_memory: z.unknown().optional(),
+    compute_capability: z.unknown().optional(),
+  }).transform((x, ctx) => applyGrammar(x, ctx, (o) => parseGpuObject(o as Record<string, unknown>)));
 });
+const cpu = choose<CpuRequirements>((v) =>
+  isRecord(v) && !Object.keys(v).every((k) => k === "min" || k === "max")
+    ? strict({ arch: z.unknown().optional(), count: z.unknown().optional() }).transform((x, ctx) => applyGrammar(x, ctx, parseCpuSpec))
+    : grammar(parseCpuSpec),
+);
+const disk = choose<DiskRequirements>((v) =>
+  isRecord(v) ? strict({ size: memoryRange }).transform((d) => ({ size: d.size })) : grammar(parseDiskSpec),
+);
 
 export const DEFAULT_RESOURCES: ResourceRequirements = {
   cpu: { count: { min: 2 } },
@@ -208,11 +237,11 @@ export function defaultResources(): ResourceRequirements {
 }
 
 export const resourcesSchema = strict({
-  cpu: opt(grammar(parseCpuSpec)),
+  cpu: opt(cpu),
   memory: opt(memoryRange),
   shm_size: opt(memory),
   gpu: opt(gpu),
-  disk: opt(grammar(parseDiskSpec)),
+  disk: opt(disk),
 }).transform((r): ResourceRequirements => {
   const d = defaultResources();
   return compact({
