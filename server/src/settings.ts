@@ -90,8 +90,12 @@ function readEncryptionKey(env: Env, homeDir: string): { key: Buffer; source: "e
   if (existsSync(file)) return { key: decodeKey(`key file ${file}`, readFileSync(file, "utf8")), source: "file" };
   mkdirSync(homeDir, { recursive: true, mode: 0o700 });
   // `wx`: never overwrite a key another process wrote a moment ago — losing it loses every secret.
-  writeFileSync(file, randomBytes(32).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
-  chmodSync(file, 0o600);
+  try {
+    writeFileSync(file, randomBytes(32).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+    chmodSync(file, 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+  }
   return { key: decodeKey(`key file ${file}`, readFileSync(file, "utf8")), source: "file" };
 }
 

@@ -57,7 +57,7 @@ export class UsersService {
    */
   async bootstrapAdmin(): Promise<{ admin: UserView; token: string | null; created: boolean }> {
     const preset = this.settings.adminToken;
-    return withTransaction(this.orm, async (em) => {
+    const result = await withTransaction(this.orm, async (em) => {
       const existing = await em.findOne(User, { name: ADMIN_USER_NAME, deleted: false });
       if (existing) {
         if (preset !== undefined && existing.tokenHash !== hashToken(preset)) existing.tokenHash = hashToken(preset);
@@ -66,13 +66,15 @@ export class UsersService {
       const token = preset ?? generateToken();
       const admin = build(User, { name: ADMIN_USER_NAME, globalRole: GlobalRole.ADMIN, tokenHash: hashToken(token) });
       em.persist(admin);
-      if (preset === undefined) {
-        const file = join(this.settings.homeDir, ADMIN_TOKEN_FILE);
-        writeFileSync(file, token + "\n", { mode: 0o600 });
-        chmodSync(file, 0o600);
-      }
       return { admin: userView(admin), token, created: true };
     });
+    // Written only after the commit, so the file never names a token the DB lacks.
+    if (result.created && preset === undefined && result.token !== null) {
+      const file = join(this.settings.homeDir, ADMIN_TOKEN_FILE);
+      writeFileSync(file, result.token + "\n", { mode: 0o600 });
+      chmodSync(file, 0o600);
+    }
+    return result;
   }
 
   /** The user behind a bearer token, or Unauthenticated. */
