@@ -295,6 +295,7 @@ const schedule = strict({
 
 const entityRef = choose<EntityRef>((v) => {
   if (typeof v === "string") return grammar((x) => parseEntityRef(x as string));
+  if (!isRecord(v)) return "Expected a name, `<project>/<name>`, or a mapping with `name` and `project`";
   return strict({ project: opt(str), name: nonEmpty }).transform((r) => compact({ project: und(r.project), name: r.name }));
 });
 
@@ -648,7 +649,7 @@ export const serviceSchema = strict(
     ...runShape,
     commands: opt(commands),
     port: grammar(parseServicePort),
-    gateway: opt(choose<boolean | EntityRef>((v) => (typeof v === "boolean" ? z.boolean() : entityRef))),
+    gateway: opt(choose<boolean | EntityRef>((v) => (typeof v === "boolean" ? z.boolean() : typeof v === "string" || isRecord(v) ? entityRef : "`gateway` must be `true`, `false`, or a gateway name"))),
     strip_prefix: opt(z.boolean()),
     model: opt(modelSchema),
     https: opt(choose<boolean | "auto">((v) => (typeof v === "boolean" ? z.boolean() : enumOf(["auto"] as const, "https value")))),
