@@ -1,2 +1,2 @@
 // @dstack/agent-shim — see ../shared/DESIGN.md for what lands here.
-export {};
+export * from "./host/index.js";
