@@ -5,7 +5,7 @@ import type { HostDeps } from "./deps.js";
 import { cleanField, MIB, normalizePciBusId, type DiscoveredGpu } from "./discovered.js";
 import { GpuToolFailedError, GpuToolMissingError, GpuToolOutputError } from "./errors.js";
 import { normalizeAmdName } from "./names.js";
-import { renderNodeForCard, renderNodeForPci } from "./render-node.js";
+import { renderNodeForPci } from "./render-node.js";
 import { runTool } from "./run-tool.js";
 
 export const AMD_SMI_ARGS = ["static", "--json"];
@@ -32,14 +32,19 @@ function text(v: unknown): string {
 }
 
 function parseJson(tool: string, stdout: string): unknown {
-  // Some amd-smi builds print warnings before the JSON document.
-  const start = stdout.search(/[[{]/);
-  if (start < 0) throw new GpuToolOutputError(tool, stdout.trim() === "" ? "empty output" : "no JSON document", stdout);
-  try {
-    return JSON.parse(stdout.slice(start));
-  } catch (err) {
-    throw new GpuToolOutputError(tool, `invalid JSON: ${(err as Error).message}`, stdout);
+  if (stdout.trim() === "") throw new GpuToolOutputError(tool, "empty output", stdout);
+  // Some builds print warning lines before the document: try each line that could open it.
+  const lines = stdout.split("\n");
+  let lastError = "no JSON document";
+  for (let i = 0; i < lines.length; i++) {
+    if (!/^\s*[[{]/.test(lines[i]!)) continue;
+    try {
+      return JSON.parse(lines.slice(i).join("\n"));
+    } catch (err) {
+      lastError = `invalid JSON: ${(err as Error).message}`;
+    }
   }
+  throw new GpuToolOutputError(tool, lastError, stdout);
 }
 
 /** Bytes from amd-smi's VRAM size, which came as {value, unit}, a number or "N MB". */
@@ -104,7 +109,7 @@ export function parseAmdSmiStatic(stdout: string): AmdSmiEntry[] {
 
 export interface RocmSmiEntry {
   index: number;
-  /** The "cardN" key, which names /sys/class/drm/cardN. */
+  /** rocm-smi's "cardN" key: its own device numbering, not DRM's card number. */
   card: string;
   name: string;
   memoryBytes: bigint;
@@ -143,7 +148,8 @@ function amdGpu(e: { index: number; name: string; memoryBytes: bigint; pciBusId:
     name: e.name,
     shortName: normalizeAmdName(e.name),
     memoryBytes: e.memoryBytes,
-    uuid: e.serial,
+    uuid: "",
+    serial: e.serial,
     renderNode,
     driverVersion,
     pciBusId: e.pciBusId,
@@ -199,9 +205,9 @@ export async function discoverAmd(deps: HostDeps): Promise<DiscoveredGpu[]> {
   const driverVersion = await amdgpuModuleVersion(deps);
   const gpus: DiscoveredGpu[] = [];
   for (const e of entries) {
-    const node = (await renderNodeForPci(deps, e.pciBusId)) || (await renderNodeForCard(deps, e.card));
+    const node = await renderNodeForPci(deps, e.pciBusId);
     if (node === "") {
-      deps.warn(`rocm-smi ${e.card} (${e.name}): no render node found; skipped`);
+      deps.warn(`rocm-smi ${e.card} (${e.name}, bus ${e.pciBusId || "?"}): no render node found; skipped`);
       continue;
     }
     gpus.push(amdGpu(e, node, driverVersion));

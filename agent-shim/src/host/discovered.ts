@@ -10,8 +10,10 @@ export interface DiscoveredGpu {
   /** Catalog name ("H100", "MI300X"), see names.ts. */
   shortName: string;
   memoryBytes: bigint;
-  /** NVIDIA "GPU-…" UUID; AMD ASIC serial when the tool gives one; else "". */
+  /** NVIDIA "GPU-…" UUID; else "" (the wire contract keeps uuid for NVIDIA's form). */
   uuid: string;
+  /** AMD ASIC serial (amd-smi asic_serial, rocm-smi Unique ID); else "". */
+  serial: string;
   /** "/dev/dri/renderD<N>" for AMD; else "". */
   renderNode: string;
   driverVersion: string;

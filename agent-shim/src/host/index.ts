@@ -12,5 +12,5 @@ export { discoverNvidia, parseNvidiaSmiCsv, NVIDIA_FIELDS, NVIDIA_FIELDS_LEGACY 
 export { discoverAmd, parseAmdSmiStatic, parseRocmSmi } from "./amd.js";
 export type { AmdSmiEntry, RocmSmiEntry } from "./amd.js";
 export { normalizeAmdName, normalizeGpuName, normalizeIntelName, normalizeNvidiaName } from "./names.js";
-export { renderNodeForCard, renderNodeForPci } from "./render-node.js";
+export { renderNodeForPci } from "./render-node.js";
 export { dockerFacts, runCommand, systemDeps } from "./system.js";

@@ -44,6 +44,7 @@ export function parseNvidiaSmiCsv(stdout: string, fields: readonly string[] = NV
       shortName: normalizeNvidiaName(name),
       memoryBytes: memText === "" ? 0n : BigInt(memText) * MIB,
       uuid: get("uuid"),
+      serial: "",
       renderNode: "",
       driverVersion: get("driver_version"),
       pciBusId: normalizePciBusId(get("pci.bus_id")),

@@ -36,9 +36,3 @@ export async function renderNodeForPci(deps: HostDeps, pciBusId: string): Promis
   }
   return "";
 }
-
-/** Render node sharing a PCI device with DRM card node `card` ("card1"); "" if none. */
-export async function renderNodeForCard(deps: HostDeps, card: string): Promise<string> {
-  const pci = await pciOf(deps, card);
-  return pci === "" ? "" : renderNodeForPci(deps, pci);
-}

@@ -9,12 +9,13 @@ const MAX_OUTPUT = 16 * 1024 * 1024;
 
 export function runCommand(cmd: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: opts.timeoutMs ?? 30_000, maxBuffer: MAX_OUTPUT, encoding: "utf8" }, (err, stdout, stderr) => {
+    execFile(cmd, args, { timeout: opts.timeoutMs ?? 30_000, maxBuffer: MAX_OUTPUT, encoding: "utf8", env: { ...process.env, LC_ALL: "C" } }, (err, stdout, stderr) => {
       if (!err) return resolve({ stdout, stderr, exitCode: 0 });
       const code = (err as NodeJS.ErrnoException).code;
       // A string code means the program never ran (ENOENT, EACCES); a number is its exit status.
       if (typeof code === "string") return reject(err);
-      resolve({ stdout, stderr, exitCode: typeof code === "number" ? code : null });
+      // Killed by the timeout: no exit status to speak of.
+      resolve({ stdout, stderr, exitCode: err.killed || typeof code !== "number" ? null : code });
     });
   });
 }
