@@ -1,0 +1,32 @@
+// Mesh errors as data: each has a stable code, the Connect status an agent sees, and a message
+// that says what to do. Kept beside the mesh so the shared catalogue stays with its owners.
+import { Code, ConnectError } from "@connectrpc/connect";
+
+export const MESH_ERRORS = {
+  MESH_TOKEN_UNKNOWN: { code: Code.Unauthenticated, message: "Join token not recognised. Create a new one with `dstack fleet join-token FLEET`." },
+  MESH_TOKEN_EXPIRED: { code: Code.Unauthenticated, message: "Join token expired at {expiresAt}. Create a new one with `dstack fleet join-token FLEET`." },
+  MESH_TOKEN_REVOKED: { code: Code.Unauthenticated, message: "Join token was revoked. Create a new one with `dstack fleet join-token FLEET`." },
+  MESH_TOKEN_USED: { code: Code.Unauthenticated, message: "Join token was already used at {usedAt}; one-time tokens enroll a single agent. Create a new one, or a reusable one for many hosts." },
+  MESH_TOKEN_KIND: { code: Code.PermissionDenied, message: "Join token is for a {expected}, but a {actual} tried to enroll with it." },
+  MESH_BAD_CSR: { code: Code.InvalidArgument, message: "{reason}. Send a PEM PKCS#10 request signed by an ECDSA P-256 or Ed25519 key." },
+  MESH_NO_CLIENT_CERT: { code: Code.Unauthenticated, message: "This call needs a client certificate; enroll first with a join token." },
+  MESH_BAD_CLIENT_CERT: { code: Code.Unauthenticated, message: "Client certificate rejected ({reason}). Enroll again with a new join token." },
+  MESH_REVOKED: { code: Code.PermissionDenied, message: "Agent {kind}/{id} is revoked. Enroll it again with a new join token." },
+  MESH_WRONG_SERVICE: { code: Code.PermissionDenied, message: "A {kind} certificate cannot open the {service} link." },
+  MESH_SPOOFED: { code: Code.PermissionDenied, message: "{kind} {id} may not report {what}: it belongs to another agent." },
+  MESH_PROTOCOL: { code: Code.InvalidArgument, message: "Link protocol error: {reason}" },
+  MESH_REPLACED: { code: Code.Aborted, message: "A newer connection of {kind} {id} replaced this one." },
+  MESH_NOT_FOUND: { code: Code.NotFound, message: "{what} '{id}' does not exist." },
+} as const;
+
+export type MeshErrorCode = keyof typeof MESH_ERRORS;
+
+export class MeshError extends ConnectError {
+  constructor(readonly meshCode: MeshErrorCode, params: Record<string, string | number> = {}) {
+    const def = MESH_ERRORS[meshCode];
+    super(def.message.replace(/\{(\w+)\}/g, (_, k: string) => String(params[k] ?? `{${k}}`)), def.code);
+    this.name = "MeshError";
+  }
+}
+
+export const meshErr = (code: MeshErrorCode, params?: Record<string, string | number>): MeshError => new MeshError(code, params);

@@ -1,0 +1,137 @@
+// The agent port: mutual-TLS HTTP/2 serving enrollment and the agent links (connect-node, so the
+// wire is plain gRPC and stock gRPC clients work). Enroll is the one call allowed without a client
+// certificate, so TLS asks for one but lets the handshake finish; every other call checks it.
+import http2 from "node:http2";
+import type { TLSSocket } from "node:tls";
+import { createContextValues } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { AgentKindName } from "@dstack/proto/link";
+import type { Orm } from "../db/database.js";
+import { Fleet, Instance, Job, build } from "../db/entities.js";
+import type { Settings } from "../settings.js";
+import { issueServerCertificate, loadOrCreateCa, type CertificateAuthority } from "./ca.js";
+import { meshErr } from "./errors.js";
+import { JoinTokens, type ConsumedJoinToken } from "./join-tokens.js";
+import { DEFAULT_LINK_SETTINGS, Links, type LinkSettings } from "./links.js";
+import { kPeer, peerFromSocket } from "./peer.js";
+import { Revocations } from "./revocations.js";
+import { meshRoutes, type MeshPolicy } from "./services.js";
+
+export { JoinTokens, DEFAULT_TOKEN_TTL_MS, type CreateJoinTokenOptions, type CreatedJoinToken, type JoinTokenKind } from "./join-tokens.js";
+export { Links, AgentLink, DEFAULT_LINK_SETTINGS, type LinkSettings, type CallOptions, type LinkEvents, type DisconnectReason } from "./links.js";
+export { MeshError, MESH_ERRORS, type MeshErrorCode } from "./errors.js";
+export type { MeshPolicy } from "./services.js";
+
+export interface MeshServerOptions {
+  settings: Pick<Settings, "homeDir">;
+  orm: Orm;
+  /** Heartbeats, unreachability and call deadlines; defaults in DEFAULT_LINK_SETTINGS. */
+  link?: Partial<LinkSettings>;
+  /** Extra DNS names or IPs for the server certificate (e.g. the public host name agents dial). */
+  serverNames?: string[];
+  /** Client certificate lifetime; default 24 h. */
+  certificateLifetimeMs?: number;
+  /** Overrides of how shims get instance ids and how task ownership is checked. */
+  policy?: Partial<MeshPolicy>;
+}
+
+export interface MeshServer {
+  listen(port: number, host?: string): Promise<{ port: number }>;
+  close(): Promise<void>;
+  links: Links;
+  joinTokens: JoinTokens;
+  ca: CertificateAuthority;
+  /** SHA-256 of the CA certificate, lowercase hex: what agents pass as `--ca-sha256`. */
+  caFingerprint: string;
+  /** Refuses the identity from now on and drops its link. */
+  revoke(kind: AgentKindName, id: string): void;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Default policy on the shared schema: a shim becomes the instance its token names, the instance it claims (same fleet), or a new one. */
+function dbPolicy(orm: Orm): Omit<MeshPolicy, "certificateLifetimeMs"> {
+  return {
+    async resolveShim(token: ConsumedJoinToken, identity) {
+      const em = orm.em.fork();
+      const wanted = token.boundId ?? identity?.instanceId;
+      if (wanted && UUID.test(wanted)) {
+        const inst = await em.findOne(Instance, { id: wanted, project: token.projectId, deleted: false });
+        if (inst && (token.boundId || (inst.fleet?.id ?? null) === token.fleetId)) return inst.id;
+      }
+      if (token.boundId) throw meshErr("MESH_NOT_FOUND", { what: "Instance", id: token.boundId });
+      const fleet = token.fleetId ? await em.findOne(Fleet, { id: token.fleetId }) : null;
+      const count = fleet ? await em.count(Instance, { fleet: fleet.id }) : 0;
+      const inst = build(Instance, {
+        name: `${fleet?.name ?? "host"}-${count}`,
+        instanceNum: count,
+        backend: "remote",
+        hostInfo: identity ? { hostname: identity.hostname, machineId: identity.machineId, agentVersion: identity.agentVersion } : null,
+      });
+      inst.project = em.getReference("Project", token.projectId) as never;
+      inst.fleet = fleet ? (em.getReference("Fleet", fleet.id) as never) : null;
+      await em.persistAndFlush(inst);
+      return inst.id;
+    },
+    async ownsTask(instanceId, taskId) {
+      if (!UUID.test(taskId)) return false;
+      return (await orm.em.fork().count(Job, { id: taskId, instance: instanceId })) > 0;
+    },
+  };
+}
+
+export function createMeshServer(o: MeshServerOptions): MeshServer {
+  const ca = loadOrCreateCa(o.settings.homeDir);
+  const joinTokens = new JoinTokens(o.orm);
+  const links = new Links({ ...DEFAULT_LINK_SETTINGS, ...o.link });
+  const revocations = new Revocations(o.settings.homeDir);
+  const policy: MeshPolicy = { certificateLifetimeMs: o.certificateLifetimeMs ?? 24 * 3600_000, ...dbPolicy(o.orm), ...o.policy };
+  const { certPem, keyPem } = issueServerCertificate(ca, o.serverNames);
+  const handler = connectNodeAdapter({
+    routes: meshRoutes({ ca, joinTokens, links, revocations, policy }),
+    contextValues: (req) => createContextValues().set(kPeer, peerFromSocket(req.socket as TLSSocket)),
+  });
+  const server = http2.createSecureServer(
+    {
+      key: keyPem,
+      cert: certPem + ca.certPem, // send the CA too: agents check it against their pinned fingerprint
+      ca: ca.certPem,
+      requestCert: true,
+      rejectUnauthorized: false,
+      allowHTTP1: false,
+    },
+    handler,
+  );
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
+  return {
+    links,
+    joinTokens,
+    ca,
+    caFingerprint: ca.fingerprint,
+    revoke(kind, id) {
+      revocations.revoke(kind, id);
+      links.forget(kind, id, meshErr("MESH_REVOKED", { kind, id }));
+    },
+    listen(port, host = "0.0.0.0") {
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => {
+          server.off("error", reject);
+          const addr = server.address();
+          resolve({ port: typeof addr === "object" && addr ? addr.port : port });
+        });
+      });
+    },
+    async close() {
+      links.close();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Streams never end on their own; drop the sessions so close() does not wait for agents.
+      for (const s of sessions) s.destroy();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,187 @@
+// The agent-port handlers: enrollment, and the shim and runner control links. Thin on purpose:
+// identity comes from the TLS peer (peer.ts), links and calls live in links.ts.
+import { createPublicKey } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import {
+  AgentKind,
+  EnrollmentService,
+  EnrollResponseSchema,
+  RenewCertificateResponseSchema,
+  RunnerLinkService,
+  ShimLinkService,
+  type AgentIdentity,
+  type RunnerEvent,
+  type RunnerLinkServiceConnectRequest,
+  type ShimEvent,
+  type ShimLinkServiceConnectRequest,
+} from "@dstack/proto/agent";
+import { identityUri, parseCsr, type AgentKindName } from "@dstack/proto/link";
+import type { Message } from "@bufbuild/protobuf";
+import type { CertificateAuthority } from "./ca.js";
+import { meshErr } from "./errors.js";
+import type { ConsumedJoinToken, JoinTokens } from "./join-tokens.js";
+import type { AgentLink, Links, LinkSession } from "./links.js";
+import { requirePeer, type Peer } from "./peer.js";
+import type { Revocations } from "./revocations.js";
+
+export interface MeshPolicy {
+  /** Client certificate lifetime; default 24 h. Agents renew at two thirds of it. */
+  certificateLifetimeMs: number;
+  /** The instance id a shim enrolling with `token` becomes (may create the instance). */
+  resolveShim(token: ConsumedJoinToken, identity: AgentIdentity | undefined): Promise<string>;
+  /** Whether task `taskId` runs on instance `instanceId` (a shim may only report its own tasks). */
+  ownsTask(instanceId: string, taskId: string): Promise<boolean>;
+}
+
+export interface MeshDeps {
+  ca: CertificateAuthority;
+  joinTokens: JoinTokens;
+  links: Links;
+  revocations: Revocations;
+  policy: MeshPolicy;
+}
+
+const kindName = (k: AgentKind): AgentKindName | null => (k === AgentKind.SHIM ? "shim" : k === AgentKind.RUNNER ? "runner" : null);
+
+function issue(deps: MeshDeps, kind: AgentKindName, id: string, csrPem: string) {
+  let key;
+  try {
+    key = parseCsr(csrPem);
+  } catch (e) {
+    throw meshErr("MESH_BAD_CSR", { reason: e instanceof Error ? e.message : String(e) });
+  }
+  const lifetime = deps.policy.certificateLifetimeMs;
+  const { certPem, notAfter } = deps.ca.issue({
+    commonName: id,
+    organizationalUnit: kind,
+    subjectKey: createPublicKey(key.export({ type: "spki", format: "pem" })),
+    lifetimeMs: lifetime,
+    usage: ["client"],
+    uris: [identityUri(kind, id)],
+  });
+  const renewAfter = new Date(notAfter.getTime() - lifetime / 3);
+  return { certPem, notAfter, renewAfter };
+}
+
+function requireLive(deps: MeshDeps, peer: Peer, kind: AgentKindName, service: string): void {
+  if (peer.kind !== kind) throw meshErr("MESH_WRONG_SERVICE", { kind: peer.kind, service });
+  if (deps.revocations.isRevoked(peer.kind, peer.id)) throw meshErr("MESH_REVOKED", { kind: peer.kind, id: peer.id });
+}
+
+/** Checks that every task or job an event names belongs to the sending agent. */
+async function checkOwnership(deps: MeshDeps, peer: Peer, event: ShimEvent["event"] | RunnerEvent["event"]): Promise<void> {
+  const spoofed = (what: string) => meshErr("MESH_SPOOFED", { kind: peer.kind, id: peer.id, what });
+  if (peer.kind === "shim") {
+    const e = event as ShimEvent["event"];
+    const taskIds = e.case === "stateReport" ? e.value.tasks.map((t) => t.taskId) : e.case === "taskStateChanged" ? [e.value.task?.taskId ?? ""] : [];
+    for (const t of taskIds) if (!(await deps.policy.ownsTask(peer.id, t))) throw spoofed(`task ${t}`);
+  } else {
+    const e = event as RunnerEvent["event"];
+    const jobIds =
+      e.case === "stateReport"
+        ? [e.value.jobSubmissionId, ...e.value.jobStates.map((s) => s.jobSubmissionId)]
+        : e.case === "jobStateChanged"
+          ? [e.value.jobSubmissionId]
+          : [];
+    for (const j of jobIds) if (j !== peer.id) throw spoofed(`job ${j}`);
+  }
+}
+
+type Request = ShimLinkServiceConnectRequest | RunnerLinkServiceConnectRequest;
+
+/** One agent stream: first the state report, then replies, events and heartbeats until it ends. */
+async function* serveLink(deps: MeshDeps, kind: AgentKindName, requests: AsyncIterable<Request>, ctx: HandlerContext): AsyncGenerator<Message> {
+  const peer = requirePeer(ctx);
+  requireLive(deps, peer, kind, kind === "shim" ? "ShimLinkService" : "RunnerLinkService");
+  const it = requests[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (first.done) return;
+  const m = first.value.message;
+  if (m.case !== "event" || m.value.event.case !== "stateReport") {
+    throw meshErr("MESH_PROTOCOL", { reason: "the first message of a link must be a state report event" });
+  }
+  await checkOwnership(deps, peer, m.value.event);
+  const { link, session } = deps.links.open(kind, peer.id, m.value.event.value as never, peer.remoteAddress);
+  deps.links.emit("event", link, m.value.event as never);
+  const reader = readLink(deps, peer, link, session, it);
+  ctx.signal.addEventListener("abort", () => deps.links.detach(link, session, "closed"), { once: true });
+  try {
+    yield* session.out;
+  } finally {
+    deps.links.detach(link, session, "closed");
+    void reader;
+  }
+}
+
+async function readLink(deps: MeshDeps, peer: Peer, link: AgentLink, session: LinkSession, it: AsyncIterator<Request>): Promise<void> {
+  try {
+    for (;;) {
+      const r = await it.next();
+      if (r.done || session.out.closed) break;
+      deps.links.seen(link);
+      const m = r.value.message;
+      if (m.case === "reply") link.settle(m.value.requestId, m.value.result as never);
+      else if (m.case === "event") {
+        await checkOwnership(deps, peer, m.value.event);
+        if (m.value.event.case === "stateReport") link.stateReport = m.value.event.value as never;
+        deps.links.emit("event", link, m.value.event as never);
+      }
+    }
+    deps.links.detach(link, session, "closed");
+  } catch (e) {
+    if (e instanceof Error && "meshCode" in e) deps.links.emit("violation", link, e);
+    deps.links.detach(link, session, "error", e);
+  }
+}
+
+export function meshRoutes(deps: MeshDeps) {
+  return (router: ConnectRouter): void => {
+    router.service(EnrollmentService, {
+      async enroll(req) {
+        const kind = kindName(req.kind);
+        if (!kind) throw meshErr("MESH_PROTOCOL", { reason: "kind must be AGENT_KIND_SHIM or AGENT_KIND_RUNNER" });
+        parseCsrOrThrow(req.csrPem); // refuse a bad CSR before spending the token
+        const token = await deps.joinTokens.consume(req.joinToken, kind);
+        let id: string;
+        if (kind === "runner") {
+          if (!token.boundId) throw meshErr("MESH_PROTOCOL", { reason: "this runner token is not bound to a job submission" });
+          const claimed = req.identity?.jobSubmissionId;
+          if (claimed && claimed !== token.boundId) throw meshErr("MESH_SPOOFED", { kind, id: claimed, what: `job ${claimed}` });
+          id = token.boundId;
+        } else id = await deps.policy.resolveShim(token, req.identity);
+        if (deps.revocations.isRevoked(kind, id)) throw meshErr("MESH_REVOKED", { kind, id });
+        const { certPem, notAfter, renewAfter } = issue(deps, kind, id, req.csrPem);
+        return create(EnrollResponseSchema, {
+          agentId: id,
+          certificateChainPem: [certPem],
+          caCertificatePem: deps.ca.certPem,
+          notAfter: timestampFromDate(notAfter),
+          renewAfter: timestampFromDate(renewAfter),
+        });
+      },
+      async renewCertificate(req, ctx) {
+        const peer = requirePeer(ctx);
+        if (deps.revocations.isRevoked(peer.kind, peer.id)) throw meshErr("MESH_REVOKED", { kind: peer.kind, id: peer.id });
+        const { certPem, notAfter, renewAfter } = issue(deps, peer.kind, peer.id, req.csrPem);
+        return create(RenewCertificateResponseSchema, {
+          certificateChainPem: [certPem],
+          caCertificatePem: deps.ca.certPem,
+          notAfter: timestampFromDate(notAfter),
+          renewAfter: timestampFromDate(renewAfter),
+        });
+      },
+    });
+    router.service(ShimLinkService, { connect: (reqs, ctx) => serveLink(deps, "shim", reqs, ctx) as never });
+    router.service(RunnerLinkService, { connect: (reqs, ctx) => serveLink(deps, "runner", reqs, ctx) as never });
+  };
+}
+
+function parseCsrOrThrow(csrPem: string): void {
+  try {
+    parseCsr(csrPem);
+  } catch (e) {
+    throw meshErr("MESH_BAD_CSR", { reason: e instanceof Error ? e.message : String(e) });
+  }
+}
