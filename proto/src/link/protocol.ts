@@ -54,7 +54,6 @@ export class LinkCallError extends ConnectError {
     readonly linkDetails: Record<string, string> = {},
   ) {
     super(message, TO_CONNECT[linkCode] ?? Code.Unknown);
-    this.name = "LinkCallError";
   }
   static fromLinkError(e: LinkError): LinkCallError {
     return new LinkCallError(e.message, e.code, e.retryable, { ...e.details });

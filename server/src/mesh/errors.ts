@@ -25,7 +25,6 @@ export class MeshError extends ConnectError {
   constructor(readonly meshCode: MeshErrorCode, params: Record<string, string | number> = {}) {
     const def = MESH_ERRORS[meshCode];
     super(def.message.replace(/\{(\w+)\}/g, (_, k: string) => String(params[k] ?? `{${k}}`)), def.code);
-    this.name = "MeshError";
   }
 }
 
