@@ -56,6 +56,35 @@ export const ERRORS = {
     status: "Internal",
     message: "Cannot decrypt secret '{secret}' of project '{project}': the server encryption key differs from the one it was stored with. Restore the original DSTACK_SERVER_ENCRYPTION_KEY (or <server dir>/encryption.key), or set the secret again.",
   },
+  // fleets, instances, runs
+  DSTACK_FLEET_NOT_FOUND: { status: "NotFound", message: "Fleet '{fleet}' does not exist in project '{project}'. List fleets with `dstack fleet`." },
+  DSTACK_FLEET_IN_USE: {
+    status: "FailedPrecondition",
+    message: "Fleet '{fleet}' has {jobs} active job(s). Stop the runs using it (`dstack stop`) before deleting the fleet.",
+  },
+  DSTACK_INSTANCE_NOT_FOUND: { status: "NotFound", message: "Instance '{instance}' does not exist in project '{project}'." },
+  DSTACK_BAD_HOST_INFO: { status: "InvalidArgument", message: "Invalid host info for instance of fleet '{fleet}': {reason}" },
+  DSTACK_RUN_NOT_FOUND: { status: "NotFound", message: "Run '{run}' does not exist in project '{project}'. List runs with `dstack ps -a`." },
+  DSTACK_RUN_ACTIVE: {
+    status: "FailedPrecondition",
+    message: "Run '{run}' is still {status}. Stop it first with `dstack stop {run}`, or apply under another name.",
+  },
+  DSTACK_RUN_NOT_FINISHED: {
+    status: "FailedPrecondition",
+    message: "Run '{run}' is {status}; only finished runs can be deleted. Stop it first with `dstack stop {run}`.",
+  },
+  DSTACK_RUN_CHANGED: {
+    status: "Aborted",
+    message: "Run '{run}' changed since the plan was made. Run `dstack apply` again to see the new plan.",
+  },
+  DSTACK_INVALID_RUN_SPEC: { status: "InvalidArgument", message: "Invalid run spec: {reason}" },
+  DSTACK_BAD_PAGE_TOKEN: { status: "InvalidArgument", message: "Invalid page token; pass the next_page_token of a previous response unchanged." },
+  DSTACK_CODE_TOO_LARGE: {
+    status: "ResourceExhausted",
+    message: "The code blob is {size} bytes, above the server's limit of {limit} bytes. Exclude large files (.gitignore/.dstackignore), or raise DSTACK_SERVER_CODE_UPLOAD_LIMIT.",
+  },
+  DSTACK_CODE_HASH_MISMATCH: { status: "InvalidArgument", message: "The blob's SHA-256 is {actual}, not the declared {declared}." },
+  DSTACK_JOB_NOT_FOUND: { status: "NotFound", message: "Job submission '{job}' does not exist." },
   // state machines
   DSTACK_INVALID_TRANSITION: {
     status: "FailedPrecondition",

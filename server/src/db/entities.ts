@@ -131,6 +131,12 @@ export class Job extends Base {
   finishedAt: Date | null = null;
   disconnectedAt: Date | null = null;
   lastProcessedAt: Date = new Date();
+  /** Blocks of `instance` this submission holds; released when it finishes. */
+  blocks = 0;
+  /** When it reached running: `max_duration` counts from here. */
+  runningAt: Date | null = null;
+  /** Terminating jobs are finalized (force-stopped) at this time: the `stop_duration` grace. */
+  removeAt: Date | null = null;
 }
 
 export class JoinToken extends Base {
@@ -234,6 +240,7 @@ export const InstanceSchema = new EntitySchema<Instance, Base>({
   class: Instance,
   extends: base,
   tableName: "instances",
+  indexes: [{ properties: ["project", "status"] }],
   properties: {
     fleet: nullableRef("Fleet"),
     project: ref("Project"),
@@ -258,7 +265,12 @@ export const RunSchema = new EntitySchema<Run, Base>({
   class: Run,
   extends: base,
   tableName: "runs",
-  indexes: [{ properties: ["project", "runName"] }, { properties: ["project", "submittedAt"] }],
+  // Listing is keyset-paginated by (submitted_at, id), newest first, per project or overall.
+  indexes: [
+    { properties: ["project", "runName"] },
+    { properties: ["project", "submittedAt", "id"] },
+    { properties: ["submittedAt", "id"] },
+  ],
   properties: {
     project: ref("Project"),
     user: ref("User", "no action"),
@@ -280,7 +292,7 @@ export const JobSchema = new EntitySchema<Job, Base>({
   class: Job,
   extends: base,
   tableName: "jobs",
-  indexes: [{ properties: ["run", "replicaNum", "jobNum", "submissionNum"] }],
+  indexes: [{ properties: ["run", "replicaNum", "jobNum", "submissionNum"] }, { properties: ["instance"] }],
   properties: {
     run: ref("Run"),
     jobNum: { type: "integer" },
@@ -297,6 +309,9 @@ export const JobSchema = new EntitySchema<Job, Base>({
     finishedAt: { type: "datetime", nullable: true },
     disconnectedAt: { type: "datetime", nullable: true },
     lastProcessedAt: { type: "datetime" },
+    blocks: { type: "integer", default: 0 },
+    runningAt: { type: "datetime", nullable: true },
+    removeAt: { type: "datetime", nullable: true },
   },
 });
 

@@ -6,19 +6,59 @@ import { Encryptor } from "./encryption.js";
 import { ProjectsService } from "./projects.js";
 import { SecretsService } from "./secrets.js";
 import { UsersService } from "./users.js";
+import { EventBus } from "../scheduler/events.js";
+import { realClock, type Clock } from "../scheduler/clock.js";
+import { CodeService, DEFAULT_CODE_UPLOAD_LIMIT } from "./code.js";
+import { FleetsService } from "./fleets.js";
+import { InstancesService } from "./instances.js";
+import { JobsService } from "./jobs.js";
+import { LogsService } from "./logs.js";
+import { OffersService } from "./offers.js";
+import { RunsService } from "./runs.js";
 
 export interface Services {
   users: UsersService;
   projects: ProjectsService;
   secrets: SecretsService;
+  fleets: FleetsService;
+  instances: InstancesService;
+  offers: OffersService;
+  runs: RunsService;
+  jobs: JobsService;
+  logs: LogsService;
+  code: CodeService;
+  /** Services publish here after each commit; the scheduler and watchers listen. */
+  bus: EventBus;
+  clock: Clock;
 }
 
-export function createServices(orm: Orm, settings: Settings): Services {
+export interface ServiceOptions {
+  bus?: EventBus;
+  clock?: Clock;
+  /** Code/file blob limit in bytes (0 = unlimited); default DSTACK_SERVER_CODE_UPLOAD_LIMIT or 2 MiB. */
+  codeUploadLimit?: number;
+}
+
+function envCodeLimit(): number {
+  const raw = process.env.DSTACK_SERVER_CODE_UPLOAD_LIMIT;
+  return raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : DEFAULT_CODE_UPLOAD_LIMIT;
+}
+
+export function createServices(orm: Orm, settings: Settings, opts: ServiceOptions = {}): Services {
   const encryptor = new Encryptor(settings.encryptionKey);
   const users = new UsersService(orm, settings);
   const projects = new ProjectsService(orm, settings, encryptor);
   const secrets = new SecretsService(orm, projects, encryptor);
-  return { users, projects, secrets };
+  const bus = opts.bus ?? new EventBus();
+  const clock = opts.clock ?? realClock;
+  const offers = new OffersService(orm, projects);
+  const fleets = new FleetsService(orm, projects, bus, clock);
+  const instances = new InstancesService(orm, projects);
+  const runs = new RunsService(orm, projects, offers, bus, clock);
+  const jobs = new JobsService(orm, offers, bus, clock);
+  const logs = new LogsService(orm, projects, bus, settings.homeDir);
+  const code = new CodeService(orm, projects, opts.codeUploadLimit ?? envCodeLimit());
+  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, bus, clock };
 }
 
 /** First-start work, safe to repeat: the admin user and the default project. */

@@ -1,0 +1,200 @@
+// Fleets and their instances. A fleet is a record of the user's FleetConfig; its instances
+// appear when a host joins (`registerInstance`, called by the mesh when a shim enrolls, and
+// by tests to simulate hosts). Deleting a fleet with running jobs is refused.
+import type { FleetConfig } from "@dstack/proto";
+import { FleetStatus, InstanceStatus, JobStatus } from "../domain/enums.js";
+import { withTransaction, type Em, type Orm } from "../db/database.js";
+import { Fleet, Instance, Job, Project, build } from "../db/entities.js";
+import { err } from "../errors.js";
+import type { EventBus } from "../scheduler/events.js";
+import type { Clock } from "../scheduler/clock.js";
+import { checkName, tombstoneName } from "./names.js";
+import { resolveBlocks, type HostInfo } from "./offers.js";
+import type { ProjectsService } from "./projects.js";
+import type { Principal } from "./users.js";
+
+export interface InstanceView {
+  id: string;
+  projectName: string;
+  name: string;
+  fleetId: string | null;
+  fleetName: string | null;
+  instanceNum: number;
+  status: InstanceStatus;
+  backend: string;
+  region: string;
+  price: number;
+  hostInfo: HostInfo | null;
+  totalBlocks: number;
+  busyBlocks: number;
+  unreachable: boolean;
+  createdAt: Date;
+}
+
+export interface FleetView {
+  id: string;
+  name: string;
+  projectName: string;
+  status: FleetStatus;
+  config: FleetConfig;
+  createdAt: Date;
+  deleted: boolean;
+  instances: InstanceView[];
+}
+
+const ACTIVE_JOB_STATUSES = [JobStatus.SUBMITTED, JobStatus.PROVISIONING, JobStatus.PULLING, JobStatus.RUNNING, JobStatus.TERMINATING];
+
+export function instanceView(i: Instance, projectName: string, fleetName: string | null): InstanceView {
+  return {
+    id: i.id,
+    projectName,
+    name: i.name,
+    fleetId: i.fleet?.id ?? null,
+    fleetName,
+    instanceNum: i.instanceNum,
+    status: i.status,
+    backend: i.backend ?? "remote",
+    region: i.region ?? "",
+    price: i.price ?? 0,
+    hostInfo: i.hostInfo as HostInfo | null,
+    totalBlocks: i.totalBlocks,
+    busyBlocks: i.busyBlocks,
+    unreachable: i.unreachable,
+    createdAt: i.createdAt,
+  };
+}
+
+function checkHost(fleet: string, h: HostInfo): void {
+  const bad = (reason: string) => err("DSTACK_BAD_HOST_INFO", { fleet, reason });
+  if (!Number.isInteger(h.cpus) || h.cpus < 1) throw bad("cpus must be a positive integer");
+  if (!(h.memoryGb > 0)) throw bad("memoryGb must be positive");
+  if (!(h.diskGb >= 0)) throw bad("diskGb must not be negative");
+  for (const g of h.gpus) if (!g.name || !(g.memoryGb > 0)) throw bad("every GPU needs a name and memory");
+}
+
+export class FleetsService {
+  constructor(
+    private readonly orm: Orm,
+    private readonly projects: ProjectsService,
+    private readonly bus: EventBus,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Creates the fleet, or updates the spec of the live fleet of the same name. */
+  async apply(actor: Principal, projectName: string, config: FleetConfig, name = config.name): Promise<FleetView> {
+    if (!name) throw err("DSTACK_INVALID_NAME", { kind: "fleet", name: "", max: 100, allowed: "a name is required for fleets" });
+    checkName("project", name); // fleets follow the project name rules (letters, digits, - and _)
+    const view = await withTransaction(this.orm, async (em) => {
+      const { project } = await this.projects.authorize(em, actor, projectName, "fleets.apply");
+      let fleet = await em.findOne(Fleet, { project: project.id, name, deleted: false });
+      const spec = { configuration: { ...config, name } };
+      if (fleet) fleet.spec = spec;
+      else {
+        fleet = build(Fleet, { project: em.getReference(Project, project.id, { wrapped: true }), name, spec, status: FleetStatus.ACTIVE });
+        em.persist(fleet);
+      }
+      await em.flush();
+      return this.view(em, fleet, project.name);
+    });
+    this.bus.publish({ kind: "fleet", id: view.id, projectId: (await this.projectId(projectName)) ?? "" });
+    return view;
+  }
+
+  async list(actor: Principal, projectName: string, opts: { includeDeleted?: boolean } = {}): Promise<FleetView[]> {
+    const em = this.orm.em.fork();
+    const { project } = await this.projects.authorize(em, actor, projectName, "runs.list");
+    const where = opts.includeDeleted ? { project: project.id } : { project: project.id, deleted: false };
+    const fleets = await em.find(Fleet, where, { orderBy: { name: "asc", createdAt: "asc" } });
+    return Promise.all(fleets.map((f) => this.view(em, f, project.name)));
+  }
+
+  async get(actor: Principal, projectName: string, by: { name?: string; id?: string }): Promise<FleetView> {
+    const em = this.orm.em.fork();
+    const { project } = await this.projects.authorize(em, actor, projectName, "runs.list");
+    const fleet = by.id
+      ? await em.findOne(Fleet, { project: project.id, id: by.id })
+      : await em.findOne(Fleet, { project: project.id, name: by.name ?? "", deleted: false });
+    if (!fleet) throw err("DSTACK_FLEET_NOT_FOUND", { fleet: by.name ?? by.id ?? "", project: projectName });
+    return this.view(em, fleet, project.name);
+  }
+
+  /** Deletes fleets (and terminates their instances); refused while jobs run on them. */
+  async delete(actor: Principal, projectName: string, names: readonly string[]): Promise<void> {
+    const events: { id: string; projectId: string }[] = [];
+    await withTransaction(this.orm, async (em) => {
+      const { project } = await this.projects.authorize(em, actor, projectName, "fleets.delete");
+      for (const name of names) {
+        const fleet = await em.findOne(Fleet, { project: project.id, name, deleted: false });
+        if (!fleet) throw err("DSTACK_FLEET_NOT_FOUND", { fleet: name, project: projectName });
+        const jobs = await em.count(Job, { instance: { fleet: fleet.id }, status: { $in: ACTIVE_JOB_STATUSES } });
+        if (jobs > 0) throw err("DSTACK_FLEET_IN_USE", { fleet: name, jobs });
+        fleet.deleted = true;
+        fleet.status = FleetStatus.TERMINATED;
+        fleet.name = tombstoneName(fleet.name, fleet.id);
+        for (const i of await em.find(Instance, { fleet: fleet.id, deleted: false })) {
+          i.status = InstanceStatus.TERMINATED;
+          i.deleted = true;
+          events.push({ id: i.id, projectId: project.id });
+        }
+        events.push({ id: fleet.id, projectId: project.id });
+      }
+    });
+    this.bus.publish(events.map((e) => ({ kind: "instance" as const, ...e })));
+  }
+
+  /**
+   * A host joined `fleetId`: records it as an idle instance split into the fleet's blocks.
+   * System use (the mesh and tests); no caller check.
+   */
+  async registerInstance(
+    fleetId: string,
+    host: HostInfo,
+    opts: { name?: string; backend?: string; region?: string; price?: number } = {},
+  ): Promise<InstanceView> {
+    const { view, projectId } = await withTransaction(this.orm, async (em) => {
+      const fleet = await em.findOne(Fleet, { id: fleetId, deleted: false }, { populate: ["project"] });
+      if (!fleet) throw err("DSTACK_FLEET_NOT_FOUND", { fleet: fleetId, project: "?" });
+      checkHost(fleet.name, host);
+      const config = (fleet.spec as { configuration?: FleetConfig }).configuration;
+      const num = (await em.count(Instance, { fleet: fleet.id })) as number;
+      const instance = build(Instance, {
+        fleet: em.getReference(Fleet, fleet.id, { wrapped: true }),
+        project: em.getReference(Project, fleet.project.id, { wrapped: true }),
+        name: opts.name ?? `${fleet.name}-${num}`,
+        instanceNum: num,
+        status: InstanceStatus.IDLE,
+        hostInfo: host as unknown as Record<string, unknown>,
+        totalBlocks: resolveBlocks(config?.blocks, host),
+        busyBlocks: 0,
+        price: opts.price ?? 0,
+        backend: opts.backend ?? "remote",
+        region: opts.region ?? "",
+        lastHeartbeatAt: this.clock.now(),
+      });
+      em.persist(instance);
+      await em.flush();
+      return { view: instanceView(instance, fleet.project.getEntity().name, fleet.name), projectId: fleet.project.id };
+    });
+    // A new host may fit jobs that were waiting for capacity.
+    this.bus.publish({ kind: "instance", id: view.id, projectId });
+    return view;
+  }
+
+  private async projectId(name: string): Promise<string | null> {
+    return (await this.orm.em.fork().findOne(Project, { name, deleted: false }, { fields: ["id"] }))?.id ?? null;
+  }
+
+  private async view(em: Em, fleet: Fleet, projectName: string): Promise<FleetView> {
+    const instances = await em.find(Instance, { fleet: fleet.id, deleted: false }, { orderBy: { instanceNum: "asc" } });
+    return {
+      id: fleet.id,
+      name: fleet.name,
+      projectName,
+      status: fleet.status,
+      config: (fleet.spec as { configuration: FleetConfig }).configuration,
+      createdAt: fleet.createdAt,
+      deleted: fleet.deleted,
+      instances: instances.map((i) => instanceView(i, projectName, fleet.name)),
+    };
+  }
+}

@@ -1,0 +1,370 @@
+// The reconcilers' logic: one function per object kind that looks at a job or run, makes
+// the next state change in one transaction, publishes the events after commit, and says
+// when it wants to be looked at again (a timer, e.g. retry backoff or max_duration).
+// The scheduler (scheduler/index.ts) decides *when* these run; this decides *what* happens.
+import { raw } from "@mikro-orm/core";
+import { InstanceStatus, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason } from "../domain/enums.js";
+import { withTransaction, type Em, type Orm } from "../db/database.js";
+import { Instance, Job, Run, build } from "../db/entities.js";
+import { err } from "../errors.js";
+import type { Clock } from "../scheduler/clock.js";
+import type { DomainEvent, EventBus } from "../scheduler/events.js";
+import { blocksNeeded, type HostInfo } from "./offers.js";
+import type { OffersService } from "./offers.js";
+import type { StoredJobSpec } from "./runs.js";
+import {
+  assertJobTransition,
+  assertRunTransition,
+  deriveRunStatus,
+  isJobFinished,
+  isPendingRunDue,
+  isRunFinished,
+  jobReasonForRunReason,
+  jobStatusForReason,
+  retryBackoffMs,
+  runStatusForReason,
+  type JobView,
+} from "./state-machines.js";
+
+export interface ProcessResult {
+  /** Look at the object again at this time (null = only when an event says so). */
+  nextAt: Date | null;
+}
+
+const NONE: ProcessResult = { nextAt: null };
+const ACTIVE_JOB = [JobStatus.SUBMITTED, JobStatus.PROVISIONING, JobStatus.PULLING, JobStatus.RUNNING, JobStatus.TERMINATING];
+const ACTIVE_RUN = [RunStatus.PENDING, RunStatus.SUBMITTED, RunStatus.PROVISIONING, RunStatus.RUNNING, RunStatus.TERMINATING];
+
+const spec = (j: Job) => j.jobSpec as unknown as StoredJobSpec;
+const key = (j: { replicaNum: number; jobNum: number }) => `${j.replicaNum}/${j.jobNum}`;
+
+/** The latest submission of each (replica, job) of a run. */
+function latestSubmissions(jobs: readonly Job[]): Job[] {
+  const latest = new Map<string, Job>();
+  for (const j of jobs) {
+    const cur = latest.get(key(j));
+    if (!cur || j.submissionNum > cur.submissionNum) latest.set(key(j), j);
+  }
+  return [...latest.values()];
+}
+
+export class JobsService {
+  constructor(
+    private readonly orm: Orm,
+    private readonly offers: OffersService,
+    private readonly bus: EventBus,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Ids of unfinished jobs and runs: what the scheduler re-arms at start and sweeps. */
+  async activeIds(): Promise<{ jobs: string[]; runs: string[] }> {
+    const em = this.orm.em.fork();
+    const jobs = await em.find(Job, { status: { $in: ACTIVE_JOB } }, { fields: ["id"], orderBy: { submittedAt: "asc" } });
+    const runs = await em.find(Run, { status: { $in: ACTIVE_RUN } }, { fields: ["id"] });
+    return { jobs: jobs.map((j) => j.id), runs: runs.map((r) => r.id) };
+  }
+
+  /** Submitted jobs of a project waiting for capacity, by run priority then age. */
+  async waitingJobIds(projectId: string): Promise<string[]> {
+    const jobs = await this.orm.em.fork().find(
+      Job,
+      { status: JobStatus.SUBMITTED, run: { project: projectId, status: { $nin: [RunStatus.TERMINATING] } } },
+      { fields: ["id"], orderBy: [{ run: { priority: "desc" } }, { submittedAt: "asc" }], limit: 1000 },
+    );
+    return jobs.map((j) => j.id);
+  }
+
+  async processJob(jobId: string): Promise<ProcessResult> {
+    const events: DomainEvent[] = [];
+    const result = await withTransaction(this.orm, async (em) => {
+      const job = await em.findOne(Job, { id: jobId }, { populate: ["run"] });
+      if (!job || isJobFinished(job.status)) return NONE;
+      const run = job.run.getEntity();
+      const now = this.clock.now();
+      if (!(await this.lockJob(em, job, now))) return NONE;
+      switch (job.status) {
+        case JobStatus.SUBMITTED:
+          if (run.status === RunStatus.TERMINATING || isRunFinished(run.status)) return NONE; // the run stops it
+          return this.place(em, job, run, now, events);
+        case JobStatus.RUNNING: {
+          const max = spec(job).maxDuration;
+          if (max === null || job.runningAt === null) return NONE;
+          const deadline = new Date(job.runningAt.getTime() + max * 1000);
+          if (deadline > now) return { nextAt: deadline };
+          this.terminate(job, JobTerminationReason.MAX_DURATION_EXCEEDED, now, now, events, run, "max_duration exceeded");
+          return { nextAt: now };
+        }
+        case JobStatus.TERMINATING:
+          if (job.removeAt && job.removeAt > now) return { nextAt: job.removeAt };
+          await this.finalize(em, job, run, now, events);
+          return NONE;
+        default:
+          return NONE;
+      }
+    });
+    this.bus.publish(events);
+    return result;
+  }
+
+  /**
+   * Takes the job's row for this transaction, if it is still in the state we read: a
+   * conditional UPDATE holds the row lock until commit on PostgreSQL (a concurrent reconciler
+   * waits, then sees the new state and matches nothing), so two schedulers never act on one
+   * job twice. SQLite serializes writers anyway.
+   */
+  private async lockJob(em: Em, job: Job, now: Date): Promise<boolean> {
+    return (await em.nativeUpdate(Job, { id: job.id, status: job.status }, { updatedAt: now })) === 1;
+  }
+
+  /**
+   * Claims free blocks of a fitting instance with one conditional UPDATE (busy_blocks only
+   * grows while it stays within total_blocks), so concurrent schedulers never double-book.
+   */
+  private async place(em: Em, job: Job, run: Run, now: Date, events: DomainEvent[]): Promise<ProcessResult> {
+    const s = spec(job);
+    const projectId = run.project.id;
+    const candidates = await this.offers.candidates(projectId, em);
+    const usable = candidates.filter((c) => !s.fleets.length || s.fleets.includes(c.fleetName)).filter((c) => s.maxPrice === undefined || (c.instance.price ?? 0) <= s.maxPrice);
+    // Pack: prefer cheaper, then already-busy hosts so whole hosts stay free for big jobs.
+    usable.sort((a, b) => (a.instance.price ?? 0) - (b.instance.price ?? 0) || b.instance.busyBlocks - a.instance.busyBlocks || a.instance.createdAt.getTime() - b.instance.createdAt.getTime());
+    let couldEverFit = false;
+    const wholeHost = s.jobsPerReplica > 1;
+    for (const { instance, fleetName } of usable) {
+      const host = instance.hostInfo as HostInfo | null;
+      if (!host) continue;
+      if (blocksNeeded(host, instance.totalBlocks, instance.totalBlocks, s.resources, wholeHost) !== null) couldEverFit = true;
+      const k = blocksNeeded(host, instance.totalBlocks, instance.totalBlocks - instance.busyBlocks, s.resources, wholeHost);
+      if (k === null) continue;
+      const claimed = await em.nativeUpdate(
+        Instance,
+        { id: instance.id, deleted: false, status: { $in: [InstanceStatus.IDLE, InstanceStatus.BUSY] }, busyBlocks: { $lte: instance.totalBlocks - k } },
+        { busyBlocks: raw(`busy_blocks + ${k}`), status: InstanceStatus.BUSY, updatedAt: now },
+      );
+      if (claimed !== 1) continue; // someone else took it first; try the next host
+      assertJobTransition(job.status, JobStatus.PROVISIONING);
+      job.status = JobStatus.PROVISIONING;
+      job.instance = em.getReference(Instance, instance.id, { wrapped: true });
+      job.blocks = k;
+      job.lastProcessedAt = now;
+      job.provisioningData = {
+        instanceId: instance.id,
+        instanceName: instance.name,
+        fleetName,
+        backend: instance.backend ?? "remote",
+        region: instance.region ?? "",
+        price: ((instance.price ?? 0) * k) / instance.totalBlocks,
+        hostname: host.hostname ?? "",
+        internalIp: host.internalIp ?? "",
+        blocks: k,
+      };
+      events.push({ kind: "job", id: job.id, projectId, runId: run.id }, { kind: "run", id: run.id, projectId }, { kind: "instance", id: instance.id, projectId });
+      return NONE;
+    }
+    if (couldEverFit) return NONE; // wait: a release or a new host wakes us
+    this.terminate(job, JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY, now, now, events, run, "No matching fleet found");
+    await this.finalize(em, job, run, now, events);
+    return NONE;
+  }
+
+  private terminate(job: Job, reason: JobTerminationReason, now: Date, removeAt: Date, events: DomainEvent[], run: Run, message?: string): void {
+    assertJobTransition(job.status, JobStatus.TERMINATING);
+    job.status = JobStatus.TERMINATING;
+    job.terminationReason = reason;
+    if (message !== undefined) job.terminationReasonMessage = message;
+    job.removeAt = removeAt;
+    job.lastProcessedAt = now;
+    events.push({ kind: "job", id: job.id, projectId: run.project.id, runId: run.id });
+  }
+
+  /** Ends a terminating job: final status from its reason, blocks back to the instance. */
+  private async finalize(em: Em, job: Job, run: Run, now: Date, events: DomainEvent[]): Promise<void> {
+    const final = jobStatusForReason(job.terminationReason ?? JobTerminationReason.TERMINATED_BY_SERVER);
+    assertJobTransition(job.status, final);
+    job.status = final;
+    job.finishedAt = now;
+    job.lastProcessedAt = now;
+    job.removeAt = null;
+    const projectId = run.project.id;
+    if (job.instance && job.blocks > 0) {
+      const id = job.instance.id;
+      await em.nativeUpdate(Instance, { id }, { busyBlocks: raw(`busy_blocks - ${job.blocks}`), updatedAt: now });
+      await em.nativeUpdate(Instance, { id, busyBlocks: 0, status: InstanceStatus.BUSY }, { status: InstanceStatus.IDLE });
+      job.blocks = 0;
+      events.push({ kind: "instance", id, projectId });
+    }
+    events.push({ kind: "job", id: job.id, projectId, runId: run.id }, { kind: "run", id: run.id, projectId });
+  }
+
+  /** A state report from the agents (the mesh), or from tests standing in for them. */
+  async onJobState(jobId: string, state: JobStatus, exitStatus: number | null = null, reason: JobTerminationReason | null = null, message?: string): Promise<void> {
+    const events: DomainEvent[] = [];
+    await withTransaction(this.orm, async (em) => {
+      const job = await em.findOne(Job, { id: jobId }, { populate: ["run"] });
+      if (!job) throw err("DSTACK_JOB_NOT_FOUND", { job: jobId });
+      const run = job.run.getEntity();
+      const now = this.clock.now();
+      if (isJobFinished(job.status)) return; // late report; nothing to change
+      if (!(await this.lockJob(em, job, now))) throw err("DSTACK_INVALID_TRANSITION", { kind: "Job", from: "a stale state", to: "a reported one" });
+      if (exitStatus !== null) job.exitStatus = exitStatus;
+      if (state === JobStatus.PULLING || state === JobStatus.RUNNING) {
+        if (job.status === state || job.status === JobStatus.TERMINATING) return;
+        if (job.status === JobStatus.PROVISIONING && state === JobStatus.RUNNING) job.status = JobStatus.PULLING; // pulling is implied
+        assertJobTransition(job.status, state);
+        job.status = state;
+        job.lastProcessedAt = now;
+        if (state === JobStatus.RUNNING) job.runningAt = now;
+        events.push({ kind: "job", id: job.id, projectId: run.project.id, runId: run.id }, { kind: "run", id: run.id, projectId: run.project.id });
+        return;
+      }
+      // The process ended (done, failed or terminated).
+      if (job.status === JobStatus.TERMINATING) {
+        // A graceful stop we asked for completed: finish now, keeping the stop's reason.
+        job.removeAt = now;
+        events.push({ kind: "job", id: job.id, projectId: run.project.id, runId: run.id });
+        return;
+      }
+      const r =
+        reason ??
+        (state === JobStatus.DONE
+          ? JobTerminationReason.DONE_BY_RUNNER
+          : state === JobStatus.FAILED
+            ? JobTerminationReason.CONTAINER_EXITED_WITH_ERROR
+            : state === JobStatus.ABORTED
+              ? JobTerminationReason.ABORTED_BY_USER
+              : JobTerminationReason.TERMINATED_BY_SERVER);
+      this.terminate(job, r, now, now, events, run, message);
+      events.push({ kind: "run", id: run.id, projectId: run.project.id });
+    });
+    this.bus.publish(events);
+  }
+
+  async processRun(runId: string): Promise<ProcessResult> {
+    const events: DomainEvent[] = [];
+    const result = await withTransaction(this.orm, async (em) => {
+      const run = await em.findOne(Run, { id: runId });
+      if (!run || isRunFinished(run.status)) return NONE;
+      const now = this.clock.now();
+      // Same guard as lockJob: one reconciler per run at a time across replicas.
+      if ((await em.nativeUpdate(Run, { id: run.id, status: run.status }, { updatedAt: now })) !== 1) return NONE;
+      const jobs = await em.find(Job, { run: run.id });
+      const latest = latestSubmissions(jobs);
+      const projectId = run.project.id;
+      const runEvent = () => events.push({ kind: "run", id: run.id, projectId });
+
+      if (run.status === RunStatus.PENDING) {
+        const due = isPendingRunDue({ attempt: run.resubmissionAttempt, pendingSince: run.lastProcessedAt, nextTriggeredAt: run.nextTriggeredAt, now });
+        if (!due) return { nextAt: new Date(run.lastProcessedAt.getTime() + retryBackoffMs(run.resubmissionAttempt)) };
+        const toRetry = latest.filter((j) => isJobFinished(j.status) && j.status !== JobStatus.DONE);
+        const replicas = new Set(toRetry.map((j) => j.replicaNum));
+        for (const j of latest.filter((x) => replicas.has(x.replicaNum))) this.resubmit(em, j, run, now, events);
+        assertRunTransition(run.status, RunStatus.SUBMITTED);
+        run.status = RunStatus.SUBMITTED;
+        run.resubmissionAttempt += 1;
+        run.lastProcessedAt = now;
+        runEvent();
+        return NONE;
+      }
+
+      if (run.status !== RunStatus.TERMINATING) {
+        const views: JobView[] = latest.map((j) => ({
+          replicaNum: j.replicaNum,
+          jobNum: j.jobNum,
+          status: j.status,
+          terminationReason: j.terminationReason,
+          retry: {
+            policy: spec(j).retry,
+            runStartedAt: run.submittedAt,
+            lastProvisionedAt: lastProvisioned(jobs, j),
+            now,
+          },
+        }));
+        const d = deriveRunStatus(views);
+        if (d.status === RunStatus.TERMINATING) {
+          assertRunTransition(run.status, RunStatus.TERMINATING);
+          run.status = RunStatus.TERMINATING;
+          run.terminationReason = d.terminationReason;
+          run.lastProcessedAt = now;
+          runEvent();
+          // fall through to terminate the jobs in this same transaction
+        } else if (d.status === RunStatus.PENDING) {
+          // Wait for every job of the replicas to retry to finish before counting the backoff.
+          if (latest.some((j) => d.replicasToRetry.includes(j.replicaNum) && !isJobFinished(j.status))) return NONE;
+          assertRunTransition(run.status, RunStatus.PENDING);
+          run.status = RunStatus.PENDING;
+          run.lastProcessedAt = now;
+          runEvent();
+          return { nextAt: new Date(now.getTime() + retryBackoffMs(run.resubmissionAttempt)) };
+        } else {
+          // Replicas that failed while others keep going are resubmitted at once.
+          for (const replica of d.replicasToRetry) {
+            const mine = latest.filter((j) => j.replicaNum === replica);
+            if (mine.every((j) => isJobFinished(j.status))) for (const j of mine) this.resubmit(em, j, run, now, events);
+          }
+          if (d.status !== run.status) {
+            assertRunTransition(run.status, d.status);
+            run.status = d.status;
+            run.lastProcessedAt = now;
+            runEvent();
+          }
+          return NONE;
+        }
+      }
+
+      // Terminating: stop every active job, then settle the run once all have finished.
+      const reason = run.terminationReason ?? RunTerminationReason.SERVER_ERROR;
+      const jobReason = jobReasonForRunReason(reason);
+      let nextAt: Date | null = null;
+      for (const j of latest) {
+        if (isJobFinished(j.status)) continue;
+        if (j.status === JobStatus.TERMINATING) {
+          // An abort cuts a graceful stop short.
+          if (reason === RunTerminationReason.ABORTED_BY_USER && j.removeAt && j.removeAt > now) {
+            j.terminationReason = JobTerminationReason.ABORTED_BY_USER;
+            j.removeAt = now;
+            events.push({ kind: "job", id: j.id, projectId, runId: run.id });
+          }
+          continue;
+        }
+        const grace = spec(j).stopDuration;
+        // Only a running process gets a graceful stop; anything earlier has nothing to save.
+        const removeAt = reason === RunTerminationReason.STOPPED_BY_USER && j.status === JobStatus.RUNNING && grace ? new Date(now.getTime() + grace * 1000) : now;
+        this.terminate(j, jobReason, now, removeAt, events, run);
+        if (removeAt <= now) await this.finalize(em, j, run, now, events);
+        if (removeAt > now && (nextAt === null || removeAt.getTime() < (nextAt as Date).getTime())) nextAt = removeAt;
+      }
+      if (latest.every((j) => isJobFinished(j.status))) {
+        const final = runStatusForReason(reason);
+        assertRunTransition(run.status, final);
+        run.status = final;
+        run.finishedAt = now;
+        run.lastProcessedAt = now;
+        runEvent();
+      }
+      return { nextAt };
+    });
+    this.bus.publish(events);
+    return result;
+  }
+
+  private resubmit(em: Em, prev: Job, run: Run, now: Date, events: DomainEvent[]): void {
+    const job = build(Job, {
+      run: em.getReference(Run, run.id, { wrapped: true }),
+      jobNum: prev.jobNum,
+      replicaNum: prev.replicaNum,
+      submissionNum: prev.submissionNum + 1,
+      status: JobStatus.SUBMITTED,
+      jobSpec: prev.jobSpec,
+      submittedAt: now,
+      lastProcessedAt: now,
+    });
+    em.persist(job);
+    events.push({ kind: "job", id: job.id, projectId: run.project.id, runId: run.id });
+  }
+}
+
+function lastProvisioned(all: readonly Job[], j: Job): Date | null {
+  let best: Job | null = null;
+  for (const x of all) if (x.replicaNum === j.replicaNum && x.jobNum === j.jobNum && x.provisioningData && (!best || x.submissionNum > best.submissionNum)) best = x;
+  return best ? (best.finishedAt ?? best.lastProcessedAt) : null;
+}
+

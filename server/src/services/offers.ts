@@ -1,0 +1,189 @@
+// Offers: which of a project's fleet instances can host a job with given resource
+// requirements, and on how many blocks. The matching is pure (tested as a table) and is
+// shared by the plan, `dstack offer` and the scheduler's placement, so what the plan shows
+// is what the scheduler does.
+import type { GpuVendor, Range, ResourceRequirements } from "@dstack/proto";
+import { InstanceStatus } from "../domain/enums.js";
+import type { Orm } from "../db/database.js";
+import { Fleet, Instance } from "../db/entities.js";
+import type { ProjectsService } from "./projects.js";
+import type { Principal } from "./users.js";
+
+export interface GpuInfo {
+  vendor: GpuVendor;
+  name: string;
+  /** Memory per GPU, GB. */
+  memoryGb: number;
+}
+
+/** What a host reports when its shim joins (and what tests use to simulate one). */
+export interface HostInfo {
+  cpus: number;
+  cpuArch?: "x86" | "arm";
+  memoryGb: number;
+  diskGb: number;
+  gpus: GpuInfo[];
+  hostname?: string;
+  internalIp?: string;
+}
+
+export type OfferAvailability = "available" | "idle" | "busy";
+
+export interface InstanceResources {
+  cpus: number;
+  cpuArch: "x86" | "arm";
+  memoryGb: number;
+  diskGb: number;
+  gpus: GpuInfo[];
+}
+
+export interface OfferView {
+  fleetName: string;
+  instanceId: string;
+  instanceName: string;
+  backend: string;
+  region: string;
+  /** The resources of the blocks offered (the whole host when blocks == totalBlocks). */
+  resources: InstanceResources;
+  price: number;
+  availability: OfferAvailability;
+  /** Blocks the job would take. */
+  blocks: number;
+  totalBlocks: number;
+}
+
+export const inRange = (v: number, r: Range | undefined): boolean =>
+  r === undefined || ((r.min === undefined || v >= r.min - 1e-9) && (r.max === undefined || v <= r.max + 1e-9));
+
+/** Total blocks a host splits into: `auto` = one per GPU (or per CPU without GPUs). */
+export function resolveBlocks(blocks: number | "auto" | undefined, host: HostInfo): number {
+  if (blocks === undefined) return 1;
+  if (blocks === "auto") return Math.max(1, host.gpus.length > 0 ? host.gpus.length : host.cpus);
+  return Math.max(1, Math.floor(blocks));
+}
+
+/** The resources of `k` of a host's `total` equal blocks; disk is shared, not divided. */
+export function blockResources(host: HostInfo, total: number, k: number): InstanceResources {
+  const gpusPer = Math.floor(host.gpus.length / total);
+  return {
+    cpus: Math.floor(host.cpus / total) * k,
+    cpuArch: host.cpuArch ?? "x86",
+    memoryGb: (host.memoryGb / total) * k,
+    diskGb: host.diskGb,
+    gpus: host.gpus.slice(0, gpusPer * k),
+  };
+}
+
+/** Whether concrete resources satisfy requirements. */
+export function fits(res: InstanceResources, req: ResourceRequirements): boolean {
+  if (req.cpu.arch !== undefined && req.cpu.arch !== res.cpuArch) return false;
+  if (!inRange(res.cpus, req.cpu.count)) return false;
+  if (!inRange(res.memoryGb, req.memory)) return false;
+  if (!inRange(res.diskGb, req.disk.size)) return false;
+  const g = req.gpu;
+  if (!inRange(res.gpus.length, g.count)) return false;
+  if (res.gpus.length === 0) return true;
+  // Asking for no GPU at all (count 0..0) already failed above on a GPU host.
+  for (const gpu of res.gpus) {
+    if (g.vendor !== undefined && gpu.vendor !== g.vendor) return false;
+    if (g.names !== undefined && !g.names.some((n) => n.toLowerCase() === gpu.name.toLowerCase())) return false;
+    if (!inRange(gpu.memoryGb, g.memory)) return false;
+  }
+  if (g.totalMemory !== undefined && !inRange(res.gpus.reduce((s, x) => s + x.memoryGb, 0), g.totalMemory)) return false;
+  return true;
+}
+
+/**
+ * The fewest blocks (1..free) of a host that satisfy the requirements, or null. A job of a
+ * multi-node replica takes whole hosts. GPU requirements without GPUs (count `0..`) let a
+ * job run on any block.
+ */
+export function blocksNeeded(host: HostInfo, total: number, free: number, req: ResourceRequirements, wholeHost = false): number | null {
+  if (wholeHost) return free === total && fits(blockResources(host, total, total), req) ? total : null;
+  for (let k = 1; k <= free; k++) if (fits(blockResources(host, total, k), req)) return k;
+  return null;
+}
+
+export interface OfferQuery {
+  resources: ResourceRequirements;
+  /** Only instances of these fleets (by name); empty/undefined = any. */
+  fleets?: readonly string[];
+  maxPrice?: number;
+  /** Include busy instances (their whole-block offers), as `--unallocated`/full offers. */
+  includeBusy?: boolean;
+  wholeHost?: boolean;
+}
+
+export interface InstanceCandidate {
+  instance: Instance;
+  fleetName: string;
+}
+
+const AVAILABILITY_ORDER: Record<OfferAvailability, number> = { idle: 0, available: 1, busy: 2 };
+
+/** Offers from candidate instances, sorted as dstack shows them: usable first, then cheapest, then smallest. */
+export function offersFrom(candidates: readonly InstanceCandidate[], q: OfferQuery): OfferView[] {
+  const out: OfferView[] = [];
+  for (const { instance, fleetName } of candidates) {
+    const host = instance.hostInfo as HostInfo | null;
+    if (!host) continue;
+    if (q.fleets?.length && !q.fleets.includes(fleetName)) continue;
+    const price = instance.price ?? 0;
+    if (q.maxPrice !== undefined && price > q.maxPrice) continue;
+    const free = instance.totalBlocks - instance.busyBlocks;
+    let k = blocksNeeded(host, instance.totalBlocks, free, q.resources, q.wholeHost);
+    let availability: OfferAvailability = instance.busyBlocks === 0 ? "idle" : "available";
+    if (k === null) {
+      if (!q.includeBusy) continue;
+      k = blocksNeeded(host, instance.totalBlocks, instance.totalBlocks, q.resources, q.wholeHost);
+      if (k === null) continue;
+      availability = "busy";
+    }
+    out.push({
+      fleetName,
+      instanceId: instance.id,
+      instanceName: instance.name,
+      backend: instance.backend ?? "remote",
+      region: instance.region ?? "",
+      resources: blockResources(host, instance.totalBlocks, k),
+      price: (price * k) / instance.totalBlocks,
+      availability,
+      blocks: k,
+      totalBlocks: instance.totalBlocks,
+    });
+  }
+  return out.sort(
+    (a, b) =>
+      AVAILABILITY_ORDER[a.availability] - AVAILABILITY_ORDER[b.availability] ||
+      a.price - b.price ||
+      a.resources.gpus.length - b.resources.gpus.length ||
+      a.resources.cpus - b.resources.cpus ||
+      a.resources.memoryGb - b.resources.memoryGb ||
+      a.instanceName.localeCompare(b.instanceName),
+  );
+}
+
+export class OffersService {
+  constructor(
+    private readonly orm: Orm,
+    private readonly projects: ProjectsService,
+  ) {}
+
+  /** Instances of a project's live fleets that could take work. */
+  async candidates(projectId: string, em = this.orm.em.fork()): Promise<InstanceCandidate[]> {
+    const instances = await em.find(
+      Instance,
+      { project: projectId, deleted: false, unreachable: false, status: { $in: [InstanceStatus.IDLE, InstanceStatus.BUSY] }, fleet: { deleted: false } },
+      { populate: ["fleet"], orderBy: { createdAt: "asc", id: "asc" } },
+    );
+    return instances.map((instance) => ({ instance, fleetName: (instance.fleet?.getEntity() as Fleet | undefined)?.name ?? "" }));
+  }
+
+  /** `dstack offer` / the plan: offers in a project, truncated to `maxOffers`. */
+  async list(actor: Principal, projectName: string, q: OfferQuery & { maxOffers?: number }): Promise<{ offers: OfferView[]; total: number }> {
+    const em = this.orm.em.fork();
+    const { project } = await this.projects.authorize(em, actor, projectName, "runs.list");
+    const all = offersFrom(await this.candidates(project.id, em), q);
+    return { offers: all.slice(0, q.maxOffers || 50), total: all.length };
+  }
+}

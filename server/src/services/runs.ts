@@ -1,0 +1,440 @@
+// Runs: plan, apply, list, get, stop, delete and watch. A run's jobs (nodes × replicas) and
+// their first submissions are created in the apply transaction; from then on the scheduler
+// (scheduler/, via JobsService) moves them, woken by the events published here after commit.
+import type { ResourceRequirements, RunConfig } from "@dstack/proto";
+import { JobStatus, RunStatus, RunTerminationReason, enumName } from "../domain/enums.js";
+import { withTransaction, type Em, type Orm } from "../db/database.js";
+import { Job, Member, Project, Run, User, build } from "../db/entities.js";
+import { err } from "../errors.js";
+import { isGlobalAdmin } from "../auth/permissions.js";
+import type { Clock } from "../scheduler/clock.js";
+import type { DomainEvent, EventBus } from "../scheduler/events.js";
+import { isRunFinished, resolveRetryPolicy, type RetryPolicy } from "./state-machines.js";
+import type { OffersService, OfferView } from "./offers.js";
+import { offersFrom } from "./offers.js";
+import type { ProjectsService } from "./projects.js";
+import type { Principal } from "./users.js";
+
+/** What a client submits (the RunSpec message, with the configuration already normalized). */
+export interface RunSpecInput {
+  runName?: string;
+  configuration: RunConfig;
+  configurationPath?: string;
+  repoId?: string;
+  repoCodeHash?: string;
+  env?: Record<string, string>;
+  runArgs?: string[];
+  /** Anything else of the RunSpec (repo info, file archives, ssh key): stored and returned as is. */
+  extra?: Record<string, unknown>;
+}
+
+/** The per-job part of a run spec the scheduler and the runner need. */
+export interface StoredJobSpec {
+  jobName: string;
+  replicaNum: number;
+  jobNum: number;
+  jobsPerReplica: number;
+  resources: ResourceRequirements;
+  commands: string[];
+  image?: string;
+  /** Seconds; null = no limit. */
+  maxDuration: number | null;
+  /** Seconds of grace on a graceful stop; null = "off" (no grace). */
+  stopDuration: number | null;
+  retry: RetryPolicy | null;
+  /** Only instances of these fleets; empty = any. */
+  fleets: string[];
+  maxPrice?: number;
+}
+
+export interface JobSubmissionView {
+  id: string;
+  submissionNum: number;
+  status: JobStatus;
+  terminationReason: number | null;
+  terminationReasonMessage: string | null;
+  exitStatus: number | null;
+  submittedAt: Date;
+  lastProcessedAt: Date;
+  finishedAt: Date | null;
+  instanceId: string | null;
+  blocks: number;
+  provisioningData: Record<string, unknown> | null;
+}
+
+export interface JobView {
+  spec: StoredJobSpec;
+  submissions: JobSubmissionView[];
+}
+
+export interface RunView {
+  id: string;
+  projectName: string;
+  user: string;
+  runName: string;
+  status: RunStatus;
+  terminationReason: RunTerminationReason | null;
+  submittedAt: Date;
+  lastProcessedAt: Date;
+  finishedAt: Date | null;
+  runSpec: RunSpecInput & { runName: string };
+  jobs: JobView[];
+  latestJobSubmission: JobSubmissionView | null;
+  deleted: boolean;
+  priority: number;
+}
+
+export interface RunPlanView {
+  projectName: string;
+  user: string;
+  runSpec: RunSpecInput & { runName: string };
+  jobPlans: { spec: StoredJobSpec; offers: OfferView[]; totalOffers: number }[];
+  currentResource: RunView | null;
+  action: "create" | "recreate" | "blocked";
+}
+
+export interface ListRunsQuery {
+  projectName?: string;
+  username?: string;
+  repoId?: string;
+  onlyActive?: boolean;
+  includeJobs?: boolean;
+  limit?: number;
+  pageToken?: string;
+}
+
+export interface WatchUpdate {
+  run: RunView | null;
+  initialStateSent: boolean;
+  changedAt: Date;
+}
+
+const ADJECTIVES = ["brave", "calm", "clever", "eager", "fancy", "gentle", "happy", "jolly", "kind", "lively", "lucky", "mighty", "nice", "proud", "quick", "silly", "smart", "swift", "witty", "zealous"];
+const ANIMALS = ["ant", "bear", "cat", "crab", "deer", "dog", "eagle", "fox", "frog", "goat", "hawk", "lion", "mole", "owl", "panda", "seal", "shark", "tiger", "wolf", "zebra"];
+const RUN_NAME_RE = /^[a-z][a-z0-9-]{0,40}$/;
+const FINISHED = [RunStatus.TERMINATED, RunStatus.FAILED, RunStatus.DONE];
+
+const secs = (d: number | "off"): number | null => (d === "off" ? null : d);
+
+/** Jobs of a run: nodes × replicas (or the groups' sums), with each job's resources. */
+export function buildJobSpecs(runName: string, c: RunConfig): StoredJobSpec[] {
+  const common = {
+    image: c.image,
+    maxDuration: secs(c.maxDuration),
+    stopDuration: secs(c.stopDuration),
+    retry: resolveRetryPolicy(c.retry ? { onEvents: c.retry.onEvents, durationSeconds: c.retry.duration } : null),
+    fleets: (c.fleets ?? []).map((f) => f.name),
+    ...(c.maxPrice !== undefined ? { maxPrice: c.maxPrice } : {}),
+  };
+  const out: StoredJobSpec[] = [];
+  const push = (replicaNum: number, jobNum: number, jobsPerReplica: number, resources: ResourceRequirements, commands: string[]) =>
+    out.push({ ...common, jobName: `${runName}-${jobNum}-${replicaNum}`, replicaNum, jobNum, jobsPerReplica, resources, commands });
+  if (c.type === "task") {
+    const groups = c.groups ?? [{ nodes: c.nodes ?? 1, resources: c.resources, commands: c.commands }];
+    const total = groups.reduce((s, g) => s + g.nodes, 0);
+    let jobNum = 0;
+    for (const g of groups) for (let i = 0; i < g.nodes; i++) push(0, jobNum++, total, g.resources, g.commands);
+  } else if (c.type === "service") {
+    const groups = c.groups ?? [{ replicas: c.replicas ?? { min: 1, max: 1 }, resources: c.resources, commands: c.commands }];
+    let replicaNum = 0;
+    for (const g of groups) {
+      const n = Math.max(1, g.replicas.min ?? 1);
+      for (let i = 0; i < n; i++) push(replicaNum++, 0, 1, g.resources, g.commands);
+    }
+  } else {
+    push(0, 0, 1, c.resources, c.init);
+  }
+  return out;
+}
+
+function encodeToken(run: { submittedAt: Date; id: string }): string {
+  return Buffer.from(JSON.stringify([run.submittedAt.getTime(), run.id])).toString("base64url");
+}
+function decodeToken(token: string): { at: Date; id: string } {
+  try {
+    const [at, id] = JSON.parse(Buffer.from(token, "base64url").toString()) as [number, string];
+    if (typeof at !== "number" || typeof id !== "string") throw new Error();
+    return { at: new Date(at), id };
+  } catch {
+    throw err("DSTACK_BAD_PAGE_TOKEN");
+  }
+}
+
+export function submissionView(j: Job): JobSubmissionView {
+  return {
+    id: j.id,
+    submissionNum: j.submissionNum,
+    status: j.status,
+    terminationReason: j.terminationReason,
+    terminationReasonMessage: j.terminationReasonMessage,
+    exitStatus: j.exitStatus,
+    submittedAt: j.submittedAt,
+    lastProcessedAt: j.lastProcessedAt,
+    finishedAt: j.finishedAt,
+    instanceId: j.instance?.id ?? null,
+    blocks: j.blocks,
+    provisioningData: j.provisioningData,
+  };
+}
+
+export class RunsService {
+  constructor(
+    private readonly orm: Orm,
+    private readonly projects: ProjectsService,
+    private readonly offers: OffersService,
+    private readonly bus: EventBus,
+    private readonly clock: Clock,
+  ) {}
+
+  async plan(actor: Principal, projectName: string, spec: RunSpecInput, opts: { maxOffers?: number; includeBusy?: boolean } = {}): Promise<RunPlanView> {
+    const em = this.orm.em.fork();
+    const { project } = await this.projects.authorize(em, actor, projectName, "runs.apply");
+    const runName = spec.runName ?? spec.configuration.name ?? "";
+    const current = runName ? await em.findOne(Run, { project: project.id, runName, deleted: false }, { orderBy: { submittedAt: "desc" } }) : null;
+    const jobs = buildJobSpecs(runName || "run", spec.configuration);
+    const candidates = await this.offers.candidates(project.id, em);
+    const jobPlans = jobs.map((j) => {
+      const all = offersFrom(candidates, { resources: j.resources, fleets: j.fleets, maxPrice: j.maxPrice, includeBusy: opts.includeBusy ?? true, wholeHost: j.jobsPerReplica > 1 });
+      return { spec: j, offers: all.slice(0, opts.maxOffers || 50), totalOffers: all.length };
+    });
+    const currentView = current ? (await this.views(em, [current], project.name, true))[0]! : null;
+    const action = !current ? "create" : isRunFinished(current.status) ? "recreate" : "blocked";
+    return { projectName: project.name, user: actor.name, runSpec: { ...spec, runName: runName || "" }, jobPlans, currentResource: currentView, action };
+  }
+
+  /**
+   * Submits a run: the run, its jobs and their first submissions in one transaction. Re-applying
+   * the name of a finished run replaces it; of an active one is refused ("stop it first").
+   */
+  async apply(actor: Principal, projectName: string, spec: RunSpecInput, opts: { currentResourceId?: string; force?: boolean } = {}): Promise<RunView> {
+    const requested = spec.runName ?? spec.configuration.name;
+    if (requested !== undefined && !RUN_NAME_RE.test(requested)) {
+      throw err("DSTACK_INVALID_NAME", { kind: "run", name: requested, max: 41, allowed: "lowercase letters, digits or '-', starting with a letter" });
+    }
+    const events: DomainEvent[] = [];
+    const view = await withTransaction(this.orm, async (em) => {
+      const { project } = await this.projects.authorize(em, actor, projectName, "runs.apply");
+      const now = this.clock.now();
+      let runName = requested;
+      if (runName !== undefined) {
+        const existing = await em.find(Run, { project: project.id, runName, deleted: false });
+        for (const old of existing) {
+          if (!isRunFinished(old.status)) {
+            if (opts.currentResourceId && opts.currentResourceId !== old.id) throw err("DSTACK_RUN_CHANGED", { run: runName });
+            throw err("DSTACK_RUN_ACTIVE", { run: runName, status: enumName(RunStatus, old.status) });
+          }
+          old.deleted = true;
+        }
+      } else {
+        runName = await this.generateName(em, project.id);
+      }
+      const stored = { ...spec, runName };
+      const run = build(Run, {
+        project: em.getReference(Project, project.id, { wrapped: true }),
+        user: em.getReference(User, actor.id, { wrapped: true }),
+        runName,
+        status: RunStatus.SUBMITTED,
+        runSpec: stored as unknown as Record<string, unknown>,
+        submittedAt: now,
+        lastProcessedAt: now,
+        priority: spec.configuration.priority ?? 0,
+      });
+      em.persist(run);
+      for (const js of buildJobSpecs(runName, spec.configuration)) {
+        const job = build(Job, {
+          run: em.getReference(Run, run.id, { wrapped: true }),
+          jobNum: js.jobNum,
+          replicaNum: js.replicaNum,
+          submissionNum: 0,
+          status: JobStatus.SUBMITTED,
+          jobSpec: js as unknown as Record<string, unknown>,
+          submittedAt: now,
+          lastProcessedAt: now,
+        });
+        em.persist(job);
+        events.push({ kind: "job", id: job.id, projectId: project.id, runId: run.id });
+      }
+      events.unshift({ kind: "run", id: run.id, projectId: project.id });
+      await em.flush();
+      return (await this.views(em, [run], project.name, true))[0]!;
+    });
+    this.bus.publish(events);
+    return view;
+  }
+
+  async get(actor: Principal, projectName: string, by: { runName?: string; id?: string }): Promise<RunView> {
+    const em = this.orm.em.fork();
+    const { project } = await this.projects.authorize(em, actor, projectName, "runs.list");
+    const run = by.id
+      ? await em.findOne(Run, { project: project.id, id: by.id })
+      : await em.findOne(Run, { project: project.id, runName: by.runName ?? "", deleted: false }, { orderBy: { submittedAt: "desc" } });
+    if (!run) throw err("DSTACK_RUN_NOT_FOUND", { run: by.runName ?? by.id ?? "", project: projectName });
+    return (await this.views(em, [run], project.name, true))[0]!;
+  }
+
+  /** Runs newest first, keyset-paginated by (submitted_at, id). */
+  async list(actor: Principal, q: ListRunsQuery = {}): Promise<{ runs: RunView[]; nextPageToken: string }> {
+    const em = this.orm.em.fork();
+    const limit = Math.min(Math.max(q.limit || 100, 1), 1000);
+    const projectIds = await this.visibleProjectIds(em, actor, q.projectName);
+    const where: Record<string, unknown> = { deleted: false };
+    if (projectIds !== "all") where.project = { $in: projectIds };
+    if (q.onlyActive) where.status = { $nin: FINISHED };
+    if (q.username) where.user = { name: q.username };
+    if (q.pageToken) {
+      const { at, id } = decodeToken(q.pageToken);
+      where.$or = [{ submittedAt: { $lt: at } }, { submittedAt: at, id: { $lt: id } }];
+    }
+    let runs = await em.find(Run, where, { orderBy: [{ submittedAt: "desc" }, { id: "desc" }], limit: limit + 1, populate: ["project", "user"] });
+    if (q.repoId) runs = runs.filter((r) => (r.runSpec as { repoId?: string }).repoId === q.repoId);
+    const more = runs.length > limit;
+    runs = runs.slice(0, limit);
+    const views = await this.views(em, runs, null, q.includeJobs ?? false);
+    return { runs: views, nextPageToken: more ? encodeToken(runs[runs.length - 1]!) : "" };
+  }
+
+  /** Graceful stop (stop_duration) or abort; stopping is asynchronous (watch the run). */
+  async stop(actor: Principal, projectName: string, runNames: readonly string[], abort = false): Promise<void> {
+    const events: DomainEvent[] = [];
+    await withTransaction(this.orm, async (em) => {
+      const { project } = await this.projects.authorize(em, actor, projectName, "runs.stop");
+      for (const runName of runNames) {
+        const run = await em.findOne(Run, { project: project.id, runName, deleted: false }, { orderBy: { submittedAt: "desc" } });
+        if (!run) throw err("DSTACK_RUN_NOT_FOUND", { run: runName, project: projectName });
+        if (isRunFinished(run.status)) continue;
+        // An abort overrides a graceful stop already under way.
+        if (run.status === RunStatus.TERMINATING && (!abort || run.terminationReason === RunTerminationReason.ABORTED_BY_USER)) continue;
+        run.status = RunStatus.TERMINATING;
+        run.terminationReason = abort ? RunTerminationReason.ABORTED_BY_USER : RunTerminationReason.STOPPED_BY_USER;
+        run.lastProcessedAt = this.clock.now();
+        events.push({ kind: "run", id: run.id, projectId: project.id });
+      }
+    });
+    this.bus.publish(events);
+  }
+
+  /** Deletes finished runs (soft: rows stay for history). */
+  async delete(actor: Principal, projectName: string, runNames: readonly string[]): Promise<void> {
+    const events: DomainEvent[] = [];
+    await withTransaction(this.orm, async (em) => {
+      const { project } = await this.projects.authorize(em, actor, projectName, "runs.apply");
+      for (const runName of runNames) {
+        const run = await em.findOne(Run, { project: project.id, runName, deleted: false }, { orderBy: { submittedAt: "desc" } });
+        if (!run) throw err("DSTACK_RUN_NOT_FOUND", { run: runName, project: projectName });
+        if (!isRunFinished(run.status)) throw err("DSTACK_RUN_NOT_FINISHED", { run: runName, status: enumName(RunStatus, run.status) });
+        run.deleted = true;
+        events.push({ kind: "run", id: run.id, projectId: project.id });
+      }
+    });
+    this.bus.publish(events);
+  }
+
+  /**
+   * The current state of matching runs, a marker, then every change as it commits. Changes
+   * are coalesced per run (a slow reader gets the latest state, never a stale one).
+   */
+  async *watch(
+    actor: Principal,
+    q: { projectName?: string; runNames?: readonly string[]; onlyActive?: boolean; includeJobs?: boolean },
+    signal?: AbortSignal,
+  ): AsyncGenerator<WatchUpdate> {
+    const em0 = this.orm.em.fork();
+    const projectIds = await this.visibleProjectIds(em0, actor, q.projectName);
+    const dirty = new Set<string>();
+    let wake: (() => void) | null = null;
+    const unsubscribe = this.bus.subscribe((e) => {
+      if (e.kind !== "run" && e.kind !== "job") return;
+      if (projectIds !== "all" && !projectIds.includes(e.projectId)) return;
+      const runId = e.kind === "run" ? e.id : e.runId;
+      if (!runId) return;
+      dirty.add(runId);
+      wake?.();
+    });
+    const onAbort = () => wake?.();
+    signal?.addEventListener("abort", onAbort);
+    const names = q.runNames?.length ? new Set(q.runNames) : null;
+    const seen = new Set<string>();
+    try {
+      const where: Record<string, unknown> = { deleted: false };
+      if (projectIds !== "all") where.project = { $in: projectIds };
+      if (q.onlyActive) where.status = { $nin: FINISHED };
+      if (names) where.runName = { $in: [...names] };
+      const initial = await em0.find(Run, where, { orderBy: [{ submittedAt: "desc" }, { id: "desc" }], limit: 1000, populate: ["project", "user"] });
+      for (const v of await this.views(em0, initial, null, q.includeJobs ?? false)) {
+        seen.add(v.id);
+        yield { run: v, initialStateSent: false, changedAt: this.clock.now() };
+      }
+      yield { run: null, initialStateSent: true, changedAt: this.clock.now() };
+      while (!signal?.aborted) {
+        if (dirty.size === 0) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = null;
+          continue;
+        }
+        const ids = [...dirty];
+        dirty.clear();
+        const em = this.orm.em.fork();
+        const runs = await em.find(Run, { id: { $in: ids } }, { populate: ["project", "user"], orderBy: [{ submittedAt: "asc" }] });
+        for (const v of await this.views(em, runs.filter((r) => !names || names.has(r.runName)), null, q.includeJobs ?? false)) {
+          seen.add(v.id);
+          yield { run: v, initialStateSent: false, changedAt: this.clock.now() };
+        }
+      }
+    } finally {
+      unsubscribe();
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private async visibleProjectIds(em: Em, actor: Principal, projectName?: string): Promise<string[] | "all"> {
+    if (projectName) return [(await this.projects.authorize(em, actor, projectName, "runs.list")).project.id];
+    if (isGlobalAdmin(actor)) return "all";
+    return (await em.find(Member, { user: actor.id }, { fields: ["project"] })).map((m) => m.project.id);
+  }
+
+  private async generateName(em: Em, projectId: string): Promise<string> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const pick = <T>(a: readonly T[]) => a[Math.floor(Math.random() * a.length)]!;
+      const name = `${pick(ADJECTIVES)}-${pick(ANIMALS)}-${1 + Math.floor(Math.random() * (attempt < 10 ? 9 : 999))}`;
+      if ((await em.count(Run, { project: projectId, runName: name, deleted: false })) === 0) return name;
+    }
+    return `run-${Date.now().toString(36)}`;
+  }
+
+  /** Views of runs with their jobs, loading every job of the page in one query. */
+  async views(em: Em, runs: readonly Run[], projectName: string | null, includeJobs: boolean): Promise<RunView[]> {
+    if (runs.length === 0) return [];
+    const jobs = await em.find(Job, { run: { $in: runs.map((r) => r.id) } }, { orderBy: { replicaNum: "asc", jobNum: "asc", submissionNum: "asc" } });
+    const byRun = new Map<string, Job[]>();
+    for (const j of jobs) byRun.set(j.run.id, [...(byRun.get(j.run.id) ?? []), j]);
+    const userNames = new Map<string, string>();
+    const missing = runs.filter((r) => !r.user.isInitialized()).map((r) => r.user.id);
+    if (missing.length) for (const u of await em.find(User, { id: { $in: missing } })) userNames.set(u.id, u.name);
+    const projectNames = new Map<string, string>();
+    const missingP = runs.filter((r) => !r.project.isInitialized()).map((r) => r.project.id);
+    if (missingP.length && projectName === null) for (const p of await em.find(Project, { id: { $in: missingP } })) projectNames.set(p.id, p.name);
+    return runs.map((run) => {
+      const mine = byRun.get(run.id) ?? [];
+      const grouped = new Map<string, Job[]>();
+      for (const j of mine) grouped.set(`${j.replicaNum}/${j.jobNum}`, [...(grouped.get(`${j.replicaNum}/${j.jobNum}`) ?? []), j]);
+      const jobViews = [...grouped.values()].map((subs) => ({ spec: subs[subs.length - 1]!.jobSpec as unknown as StoredJobSpec, submissions: subs.map(submissionView) }));
+      const latest = mine.length ? mine.reduce((a, b) => (b.submittedAt > a.submittedAt || (b.submittedAt.getTime() === a.submittedAt.getTime() && b.submissionNum > a.submissionNum) ? b : a)) : null;
+      return {
+        id: run.id,
+        projectName: projectName ?? (run.project.isInitialized() ? run.project.getEntity().name : projectNames.get(run.project.id) ?? ""),
+        user: run.user.isInitialized() ? run.user.getEntity().name : userNames.get(run.user.id) ?? "",
+        runName: run.runName,
+        status: run.status,
+        terminationReason: run.terminationReason,
+        submittedAt: run.submittedAt,
+        lastProcessedAt: run.lastProcessedAt,
+        finishedAt: run.finishedAt,
+        runSpec: run.runSpec as unknown as RunSpecInput & { runName: string },
+        jobs: includeJobs ? jobViews : [],
+        latestJobSubmission: latest ? submissionView(latest) : null,
+        deleted: run.deleted,
+        priority: run.priority,
+      };
+    });
+  }
+}
