@@ -4,7 +4,7 @@
 import { EventEmitter } from "node:events";
 import { create, type Message, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationMs, timestampNow } from "@bufbuild/protobuf/wkt";
-import { createClient } from "@connectrpc/connect";
+import { ConnectError, createClient } from "@connectrpc/connect";
 import {
   HeartbeatSchema,
   LinkErrorCode,
@@ -212,7 +212,7 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
             case: "error",
             value: create(LinkErrorSchema, {
               code: linkErrorCodeOf(e),
-              message: e instanceof Error ? e.message : String(e),
+              message: e instanceof ConnectError ? e.rawMessage : e instanceof Error ? e.message : String(e),
               retryable: e instanceof LinkCallError ? e.retryable : false,
               details: e instanceof LinkCallError ? e.linkDetails : {},
             }),

@@ -1,0 +1,184 @@
+// Reverse calls, heartbeats and reconnects over real mTLS streams.
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import { GetTaskCommandSchema, GetTaskResultSchema, PingCommandSchema, TaskInfoSchema, TaskState } from "@dstack/proto/agent";
+import { LinkCallError, backoffDelay } from "@dstack/proto/link";
+import { enrollShim, once, simShim, startMesh, type MeshFixture } from "./harness.js";
+
+const ping = () => ({ case: "ping" as const, value: create(PingCommandSchema) });
+
+describe("mesh: links", () => {
+  let f: MeshFixture;
+  beforeAll(async () => {
+    f = await startMesh();
+  });
+  afterAll(async () => f?.cleanup());
+
+  it("full-jitter backoff stays within 1 s doubling to 30 s", () => {
+    const o = { initialMs: 1000, maxMs: 30_000 };
+    expect(backoffDelay(0, o, () => 0.999)).toBe(999);
+    expect(backoffDelay(3, o, () => 0.999)).toBe(7992);
+    expect(backoffDelay(20, o, () => 0.999)).toBe(29970);
+    expect(backoffDelay(5, o, () => 0)).toBe(0);
+  });
+
+  it("deadline exceeded, cancellation, agent errors and idempotent re-delivery", async () => {
+    const { home, instanceId } = await enrollShim(f);
+    let runs = 0;
+    let sawAbort = "";
+    const shim = simShim(home, [], {
+      handlers: {
+        ping: () => ({ agentTime: timestampNow() }),
+        getTask: async (cmd, ctx) => {
+          runs++;
+          if (cmd.taskId === "missing") throw new LinkCallError("no such task", 2 /* NOT_FOUND */);
+          // Slow: wait until cancelled.
+          await new Promise((_, reject) => ctx.signal.addEventListener("abort", () => ((sawAbort = String(ctx.signal.reason)), reject(ctx.signal.reason))));
+          return create(GetTaskResultSchema);
+        },
+      },
+    });
+    await shim.link.waitConnected();
+    const link = f.mesh.links.shim(instanceId);
+    await expect(link.call({ case: "getTask", value: create(GetTaskCommandSchema, { taskId: "missing" }) })).rejects.toMatchObject({ code: Code.NotFound, rawMessage: "no such task" });
+    const t0 = performance.now();
+    await expect(link.call({ case: "getTask", value: create(GetTaskCommandSchema, { taskId: "slow" }) }, { deadlineMs: 150 })).rejects.toMatchObject({ code: Code.DeadlineExceeded });
+    expect(performance.now() - t0).toBeLessThan(1000);
+    const ac = new AbortController();
+    const p = link.call({ case: "getTask", value: create(GetTaskCommandSchema, { taskId: "slow2" }) }, { signal: ac.signal });
+    setTimeout(() => ac.abort("user pressed Ctrl-C"), 50);
+    await expect(p).rejects.toMatchObject({ code: Code.Canceled });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(sawAbort).toMatch(/user pressed Ctrl-C/); // the Cancel reached the agent's handler
+    expect(link.pendingCalls).toBe(0);
+    // An agent with no handler for a command says so.
+    await expect(link.call({ case: "listTasks", value: {} as never })).rejects.toMatchObject({ code: Code.Unimplemented });
+    expect(runs).toBe(3);
+    await shim.link.close();
+  });
+
+  it("marks a silent agent unreachable after missed heartbeats, reachable when it speaks again", async () => {
+    const { home, instanceId } = await enrollShim(f);
+    // An agent whose own heartbeat period is far longer than the server's: it falls silent.
+    const shim = simShim(home, [], { heartbeatIntervalMs: 60_000 });
+    await shim.link.waitConnected();
+    const link = f.mesh.links.shim(instanceId);
+    expect(link.reachable).toBe(true);
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => f.mesh.links.on("unreachable", (l) => l === link && resolve()));
+    const after = performance.now() - t0;
+    expect(after).toBeGreaterThanOrEqual(250); // 3 × 100 ms, give or take a tick
+    expect(after).toBeLessThan(1500);
+    const back = once(f.mesh.links, "reachable");
+    shim.link.sendEvent({ event: { case: "hostInfo", value: {} } });
+    await back;
+    expect(link.reachable).toBe(true);
+    await shim.link.close();
+  });
+
+  it("a second connection for the same identity replaces the first", async () => {
+    const { home, instanceId } = await enrollShim(f);
+    const a = simShim(home);
+    await a.link.waitConnected();
+    const replaced = once<[unknown, string]>(f.mesh.links, "disconnected");
+    const b = simShim(home);
+    await b.link.waitConnected();
+    expect((await replaced)[1]).toBe("replaced");
+    await a.link.close();
+    await expect(f.mesh.links.shim(instanceId).call(ping())).resolves.toBeDefined();
+    await b.link.close();
+  });
+
+  it("server killed mid-stream: the agent reconnects, re-reports its state, and a call made meanwhile is answered once", async () => {
+    const { home, instanceId } = await enrollShim(f);
+    const job = await f.addJob(instanceId);
+    const shim = simShim(home, [job]);
+    await shim.link.waitConnected();
+    expect(shim.reports).toBe(1);
+    const t0 = performance.now();
+    await f.restart();
+    const reported = new Promise<unknown>((resolve) => f.mesh.links.on("event", (l, e) => l.id === instanceId && e.case === "stateReport" && resolve(e.value)));
+    await shim.link.waitConnected(5000).catch(() => {});
+    await reported;
+    const reconnectMs = performance.now() - t0;
+    expect(shim.reports).toBe(2);
+    expect(f.mesh.links.shim(instanceId).stateReport?.tasks.map((t) => t.taskId)).toEqual([job]);
+    console.log(`reconnect after server restart: ${reconnectMs.toFixed(0)} ms`);
+    await shim.link.close();
+  });
+
+  it("TCP connection cut by a proxy: the agent reconnects and re-reports; a pending call survives", async () => {
+    const sockets = new Set<net.Socket>();
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect(f.port, "127.0.0.1");
+      sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => (client.destroy(), upstream.destroy());
+      client.on("error", drop).on("close", drop);
+      upstream.on("error", drop).on("close", drop);
+    });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
+    const proxyUrl = `https://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const { home, instanceId } = await enrollShim(f, proxyUrl);
+    let answered = 0;
+    let gate: () => void = () => {};
+    const opened = new Promise<void>((r) => (gate = r));
+    const shim = simShim(home, [], {
+      handlers: {
+        ping: () => ({ agentTime: timestampNow() }),
+        getTask: async () => {
+          answered++;
+          gate();
+          await new Promise((r) => setTimeout(r, 150)); // still working while the cable is cut
+          return create(GetTaskResultSchema, { task: create(TaskInfoSchema, { taskId: "t", state: TaskState.RUNNING }) });
+        },
+      },
+    });
+    await shim.link.waitConnected();
+    const call = f.mesh.links.shim(instanceId).call({ case: "getTask", value: create(GetTaskCommandSchema, { taskId: "t" }) }, { deadlineMs: 5000 });
+    await opened;
+    const t0 = performance.now();
+    for (const s of sockets) s.destroy();
+    sockets.clear();
+    await once(shim.link, "disconnected");
+    await shim.link.waitConnected(5000);
+    const reconnectMs = performance.now() - t0;
+    const result = await call;
+    expect(result.task?.taskId).toBe("t");
+    expect(answered).toBe(1); // re-delivered on the new stream, answered from the agent's stored reply
+    expect(shim.reports).toBe(2);
+    console.log(`reconnect after TCP cut: ${reconnectMs.toFixed(0)} ms`);
+    await shim.link.close();
+    proxy.close();
+  });
+
+  it("the agent notices a silent server (half-open connection) and redials", async () => {
+    const frozen = new Set<net.Socket>();
+    let freeze = false;
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect(f.port, "127.0.0.1");
+      if (freeze) return void frozen.add(client).add(upstream); // accept, then forward nothing
+      client.pipe(upstream).pipe(client);
+      const drop = () => (client.destroy(), upstream.destroy());
+      client.on("error", drop).on("close", drop);
+      upstream.on("error", drop).on("close", drop);
+      frozen.add(client).add(upstream);
+    });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
+    const proxyUrl = `https://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const { home } = await enrollShim(f, proxyUrl);
+    const shim = simShim(home, [], { heartbeatIntervalMs: 100 });
+    await shim.link.waitConnected();
+    // Black-hole the established connection: bytes go nowhere, nothing closes.
+    for (const s of frozen) if (s.readable) s.unpipe().pause();
+    const t0 = performance.now();
+    await once(shim.link, "disconnected", 5000);
+    expect(performance.now() - t0).toBeLessThan(2000);
+    await shim.link.close();
+    for (const s of frozen) s.destroy();
+    proxy.close();
+  });
+});
