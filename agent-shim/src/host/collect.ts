@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { GpuInfoSchema, GpuVendor, HostInfoSchema, NetworkAddressSchema, type HostInfo, type NetworkAddress } from "@dstack/proto/agent";
 import type { HostDeps } from "./deps.js";
 import type { DiscoveredGpu } from "./discovered.js";
-import { discoverGpus, gpuRuntimeAvailable } from "./gpu.js";
+import { detectGpuVendor, gpuRuntimeAvailable, listGpus } from "./gpu.js";
 import { systemDeps } from "./system.js";
 
 export interface CollectOptions {
@@ -134,10 +134,11 @@ export async function collectHostReport(deps: Partial<HostDeps> = {}, options: C
     d.warn(`cannot measure disk at ${diskPath}`, err);
   }
 
+  // The vendor comes from device nodes, so it is known even when its tool fails.
+  const vendor = await detectGpuVendor(d);
   let gpus: DiscoveredGpu[] = [];
-  let vendor = GpuVendor.UNSPECIFIED;
   try {
-    ({ vendor, gpus } = await discoverGpus(d));
+    gpus = await listGpus(d, vendor);
   } catch (err) {
     d.warn("GPU discovery failed; reporting no GPUs", err);
   }

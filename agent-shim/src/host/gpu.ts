@@ -32,20 +32,25 @@ export interface GpuDiscovery {
  */
 export async function discoverGpus(deps: HostDeps): Promise<GpuDiscovery> {
   const vendor = await detectGpuVendor(deps);
+  return { vendor, gpus: await listGpus(deps, vendor) };
+}
+
+/** Lists the GPUs of a known vendor with its tool; same errors as discoverGpus. */
+export async function listGpus(deps: HostDeps, vendor: GpuVendor): Promise<DiscoveredGpu[]> {
   switch (vendor) {
     case GpuVendor.NVIDIA: {
       const wsl = !(await deps.exists("/dev/nvidiactl"));
-      return { vendor, gpus: await discoverNvidia(deps, wsl ? WSL_NVIDIA_SMI : "nvidia-smi") };
+      return discoverNvidia(deps, wsl ? WSL_NVIDIA_SMI : "nvidia-smi");
     }
     case GpuVendor.AMD:
-      return { vendor, gpus: await discoverAmd(deps) };
+      return discoverAmd(deps);
     case GpuVendor.INTEL:
     case GpuVendor.TENSTORRENT:
       // hl-smi and tt-smi parsing is not built yet; the device is reported without GPUs.
       deps.warn(`${GpuVendor[vendor]} accelerator present but its discovery is not implemented; reporting no GPUs`);
-      return { vendor, gpus: [] };
+      return [];
     default:
-      return { vendor, gpus: [] };
+      return [];
   }
 }
 

@@ -6,7 +6,7 @@ export { cleanField, normalizePciBusId } from "./discovered.js";
 export type { DiscoveredGpu } from "./discovered.js";
 export { GpuToolFailedError, GpuToolMissingError, GpuToolOutputError } from "./errors.js";
 export type { GpuToolError } from "./errors.js";
-export { detectGpuVendor, discoverGpus, gpuRuntimeAvailable } from "./gpu.js";
+export { detectGpuVendor, discoverGpus, gpuRuntimeAvailable, listGpus } from "./gpu.js";
 export type { GpuDiscovery } from "./gpu.js";
 export { discoverNvidia, parseNvidiaSmiCsv, NVIDIA_FIELDS, NVIDIA_FIELDS_LEGACY } from "./nvidia.js";
 export { discoverAmd, parseAmdSmiStatic, parseRocmSmi } from "./amd.js";
