@@ -45,7 +45,8 @@ describe("offer matching", () => {
     expect(resolveBlocks("auto", host())).toBe(16);
     expect(blocksNeeded(h, 4, 4, req("{gpu: 2, cpu: 1.., memory: 1GB..}"))).toBe(2);
     expect(blocksNeeded(h, 4, 1, req("{gpu: 2, cpu: 1.., memory: 1GB..}"))).toBeNull();
-    expect(blocksNeeded(h, 4, 4, req("{gpu: 1, cpu: 16.., memory: 1GB..}"))).toBe(2); // CPUs decide
+    expect(blocksNeeded(h, 4, 4, req("{gpu: 1.., cpu: 16.., memory: 1GB..}"))).toBe(2); // CPUs decide
+    expect(blocksNeeded(h, 4, 4, req("{gpu: 1, cpu: 16.., memory: 1GB..}"))).toBeNull(); // 16 CPUs come with 2 GPUs
     expect(blocksNeeded(h, 4, 4, req("{gpu: 1, cpu: 1.., memory: 1GB..}"), true)).toBeNull(); // whole host wanted
   });
 
