@@ -49,12 +49,13 @@ export function upsertCliProject(path: string, project: Omit<CliProject, "defaul
   const makeDefault = opts.makeDefault ?? true;
   const doc = load(path);
   const root = doc.contents as YAMLMap;
-  let list = root.get("projects", true);
-  if (!isSeq(list)) {
-    list = new YAMLSeq();
-    root.set("projects", list);
+  const found: unknown = root.get("projects", true);
+  let seq: YAMLSeq;
+  if (isSeq(found)) seq = found;
+  else {
+    seq = new YAMLSeq();
+    root.set("projects", seq);
   }
-  const seq = list as YAMLSeq;
   const entries = seq.items.filter(isMap) as YAMLMap[];
   let entry = entries.find((e) => e.get("name") === project.name);
   const before = entry ? JSON.stringify(entry.toJSON()) : undefined;
