@@ -92,7 +92,7 @@ describe("mesh: links", () => {
     await b.link.close();
   });
 
-  it("server killed mid-stream: the agent reconnects, re-reports its state, and a call made meanwhile is answered once", async () => {
+  it("server killed mid-stream: the agent reconnects to a new server on the same home and port and re-reports its state", async () => {
     const { home, instanceId } = await enrollShim(f);
     const job = await f.addJob(instanceId);
     const shim = simShim(home, [job]);
@@ -180,5 +180,15 @@ describe("mesh: links", () => {
     await shim.link.close();
     for (const s of frozen) s.destroy();
     proxy.close();
+  });
+
+  it("renews its certificate over the link before it expires", async () => {
+    await f.restart({ certificateLifetimeMs: 3000 });
+    const { home } = await enrollShim(f);
+    const shim = simShim(home);
+    await shim.link.waitConnected();
+    const [notAfter] = await once<[string]>(shim.link, "renewed", 5000);
+    expect(new Date(notAfter).getTime()).toBeGreaterThan(Date.now());
+    await shim.link.close();
   });
 });
