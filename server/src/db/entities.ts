@@ -1,7 +1,7 @@
 // The persistent model. Plain classes described by EntitySchema: esbuild/tsx emit no
 // decorator metadata, and explicit schemas keep column types identical on SQLite and PG.
 import { randomUUID } from "node:crypto";
-import { EntitySchema, type Ref } from "@mikro-orm/core";
+import { DateTimeType, EntitySchema, type Ref } from "@mikro-orm/core";
 import {
   FleetStatus,
   GlobalRole,
@@ -29,8 +29,8 @@ const base = new EntitySchema<Base>({
   abstract: true,
   properties: {
     id: { type: "uuid", primary: true },
-    createdAt: { type: "datetime", onCreate: () => new Date() },
-    updatedAt: { type: "datetime", onCreate: () => new Date(), onUpdate: () => new Date() },
+    createdAt: { type: DateTimeType, onCreate: () => new Date() },
+    updatedAt: { type: DateTimeType, onCreate: () => new Date(), onUpdate: () => new Date() },
   },
 });
 
@@ -158,6 +158,9 @@ export class CodeBlob extends Base {
   path: string | null = null;
 }
 
+// Dates use the DateTimeType class, not the "datetime" string: with the string, MikroORM on
+// SQLite snapshots loaded dates as Date but compares them as epoch numbers, so every loaded
+// row looked dirty and was written back on flush (same DDL either way, on both dialects).
 // Deleting a project removes what hangs off it; users and instances are only unlinked.
 const ref = (entity: string, deleteRule: "cascade" | "no action" = "cascade") =>
   ({ kind: "m:1", entity, ref: true, deleteRule }) as const;
@@ -256,7 +259,7 @@ export const InstanceSchema = new EntitySchema<Instance, Base>({
     price: { type: "double", nullable: true },
     backend: { type: "string", length: 64, nullable: true },
     region: { type: "string", length: 200, nullable: true },
-    lastHeartbeatAt: { type: "datetime", nullable: true },
+    lastHeartbeatAt: { type: DateTimeType, nullable: true },
     deleted: { type: "boolean", default: false },
   },
 });
@@ -278,13 +281,13 @@ export const RunSchema = new EntitySchema<Run, Base>({
     status: { ...enumCol(RunStatus, RunStatus.SUBMITTED), index: true },
     terminationReason: enumCol(RunTerminationReason),
     runSpec: { type: "json" },
-    submittedAt: { type: "datetime" },
-    finishedAt: { type: "datetime", nullable: true },
-    lastProcessedAt: { type: "datetime" },
+    submittedAt: { type: DateTimeType },
+    finishedAt: { type: DateTimeType, nullable: true },
+    lastProcessedAt: { type: DateTimeType },
     deleted: { type: "boolean", default: false },
     priority: { type: "integer", default: 0 },
     resubmissionAttempt: { type: "integer", default: 0 },
-    nextTriggeredAt: { type: "datetime", nullable: true },
+    nextTriggeredAt: { type: DateTimeType, nullable: true },
   },
 });
 
@@ -305,13 +308,13 @@ export const JobSchema = new EntitySchema<Job, Base>({
     jobSpec: { type: "json" },
     provisioningData: { type: "json", nullable: true },
     instance: nullableRef("Instance"),
-    submittedAt: { type: "datetime" },
-    finishedAt: { type: "datetime", nullable: true },
-    disconnectedAt: { type: "datetime", nullable: true },
-    lastProcessedAt: { type: "datetime" },
+    submittedAt: { type: DateTimeType },
+    finishedAt: { type: DateTimeType, nullable: true },
+    disconnectedAt: { type: DateTimeType, nullable: true },
+    lastProcessedAt: { type: DateTimeType },
     blocks: { type: "integer", default: 0 },
-    runningAt: { type: "datetime", nullable: true },
-    removeAt: { type: "datetime", nullable: true },
+    runningAt: { type: DateTimeType, nullable: true },
+    removeAt: { type: DateTimeType, nullable: true },
   },
 });
 
@@ -324,9 +327,9 @@ export const JoinTokenSchema = new EntitySchema<JoinToken, Base>({
     fleet: nullableRef("Fleet"),
     purpose: { type: "string", length: 32 },
     tokenHash: { type: "string", length: 64, unique: true },
-    expiresAt: { type: "datetime" },
+    expiresAt: { type: DateTimeType },
     revoked: { type: "boolean", default: false },
-    usedAt: { type: "datetime", nullable: true },
+    usedAt: { type: DateTimeType, nullable: true },
   },
 });
 
