@@ -292,6 +292,11 @@ describe.each(DIALECTS)("runs and scheduler on %s", (dialect) => {
       token = page.nextPageToken;
     } while (token);
     expect(seen).toEqual(["r6", "r5", "r4", "r3", "r2", "r1", "r0"]);
+    const withJobs = (await svc.runs.list(admin, { projectName: p, limit: 1, includeJobs: true })).runs[0]!;
+    expect([withJobs.projectName, withJobs.user, withJobs.runName]).toEqual([p, "admin", "r6"]);
+    expect(withJobs.jobs.map((j) => [j.spec.jobName, j.submissions.length, j.submissions[0]!.terminationReason])).toEqual([["r6-0-0", 1, JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY]]);
+    expect(withJobs.latestJobSubmission?.status).toBe(JobStatus.FAILED);
+    expect(withJobs.runSpec.configuration.type).toBe("task");
     expect((await svc.runs.list(admin, { projectName: p, onlyActive: true })).runs).toHaveLength(0); // all failed: no fleet
     expect(await code(svc.runs.list(admin, { projectName: p, pageToken: "garbage" }))).toBe("DSTACK_BAD_PAGE_TOKEN");
   });

@@ -157,7 +157,9 @@ export class JobsService {
         internalIp: host.internalIp ?? "",
         blocks: k,
       };
-      events.push({ kind: "job", id: job.id, projectId, runId: run.id }, { kind: "run", id: run.id, projectId }, { kind: "instance", id: instance.id, projectId });
+      // No instance event here: a claim adds no capacity, and waking every waiting job on each
+      // claim would make placing N jobs cost O(N²).
+      events.push({ kind: "job", id: job.id, projectId, runId: run.id }, { kind: "run", id: run.id, projectId });
       return NONE;
     }
     if (couldEverFit) return NONE; // wait: a release or a new host wakes us

@@ -2,7 +2,7 @@
 // their first submissions are created in the apply transaction; from then on the scheduler
 // (scheduler/, via JobsService) moves them, woken by the events published here after commit.
 import type { ResourceRequirements, RunConfig } from "@dstack/proto";
-import { JobStatus, RunStatus, RunTerminationReason, enumName } from "../domain/enums.js";
+import { JobStatus, JobTerminationReason, RunStatus, RunTerminationReason, enumName, enumValue } from "../domain/enums.js";
 import { withTransaction, type Em, type Orm } from "../db/database.js";
 import { Job, Member, Project, Run, User, build } from "../db/entities.js";
 import { err } from "../errors.js";
@@ -147,6 +147,11 @@ export function buildJobSpecs(runName: string, c: RunConfig): StoredJobSpec[] {
   return out;
 }
 
+type RawRow = { id: string } & Record<string, unknown>;
+// Raw rows differ by driver: SQLite gives epoch-ms numbers and JSON text, PostgreSQL Dates and parsed JSON.
+const date = (v: unknown): Date | null => (v === null || v === undefined ? null : v instanceof Date ? v : new Date(typeof v === "string" && /^\d+$/.test(v) ? Number(v) : (v as string | number)));
+const json = (v: unknown): unknown => (typeof v === "string" ? JSON.parse(v) : v ?? null);
+
 function encodeToken(run: { submittedAt: Date; id: string }): string {
   return Buffer.from(JSON.stringify([run.submittedAt.getTime(), run.id])).toString("base64url");
 }
@@ -285,12 +290,86 @@ export class RunsService {
       const { at, id } = decodeToken(q.pageToken);
       where.$or = [{ submittedAt: { $lt: at } }, { submittedAt: at, id: { $lt: id } }];
     }
-    let runs = await em.find(Run, where, { orderBy: [{ submittedAt: "desc" }, { id: "desc" }], limit: limit + 1, populate: ["project", "user"] });
-    if (q.repoId) runs = runs.filter((r) => (r.runSpec as { repoId?: string }).repoId === q.repoId);
-    const more = runs.length > limit;
-    runs = runs.slice(0, limit);
-    const views = await this.views(em, runs, null, q.includeJobs ?? false);
-    return { runs: views, nextPageToken: more ? encodeToken(runs[runs.length - 1]!) : "" };
+    // The `ps` hot path reads raw rows: entity hydration cost more than the queries here.
+    let rows = (await em
+      .createQueryBuilder(Run, "r")
+      .select("*")
+      .where(where)
+      .orderBy([{ submittedAt: "desc" }, { id: "desc" }])
+      .limit(limit + 1)
+      .execute("all", false)) as unknown as RawRow[];
+    if (q.repoId) rows = rows.filter((r) => (json(r.run_spec) as { repoId?: string }).repoId === q.repoId);
+    const more = rows.length > limit;
+    rows = rows.slice(0, limit);
+    const views = await this.rawViews(em, rows, q.includeJobs ?? false);
+    const last = views[views.length - 1];
+    return { runs: views, nextPageToken: more && last ? encodeToken(last) : "" };
+  }
+
+  private async rawViews(em: Em, rows: readonly RawRow[], includeJobs: boolean): Promise<RunView[]> {
+    if (rows.length === 0) return [];
+    const ids = rows.map((r) => r.id);
+    const jobRows = (await em
+      .createQueryBuilder(Job, "j")
+      .select("*")
+      .where({ run: { $in: ids } })
+      .orderBy([{ replicaNum: "asc" }, { jobNum: "asc" }, { submissionNum: "asc" }])
+      .execute("all", false)) as unknown as RawRow[];
+    const names = async (entity: typeof User | typeof Project, wanted: string[]) =>
+      new Map(((await em.createQueryBuilder(entity, "x").select(["id", "name"]).where({ id: { $in: [...new Set(wanted)] } }).execute("all", false)) as unknown as RawRow[]).map((x) => [x.id, String(x.name)]));
+    const users = await names(User, rows.map((r) => String(r.user_id)));
+    const projects = await names(Project, rows.map((r) => String(r.project_id)));
+    const byRun = new Map<string, JobSubmissionView[]>();
+    const specs = new Map<string, StoredJobSpec>();
+    for (const j of jobRows) {
+      const v: JobSubmissionView = {
+        id: j.id,
+        submissionNum: Number(j.submission_num),
+        status: enumValue(JobStatus, String(j.status)) as JobStatus,
+        terminationReason: j.termination_reason ? (enumValue(JobTerminationReason, String(j.termination_reason)) ?? null) : null,
+        terminationReasonMessage: (j.termination_reason_message as string | null) ?? null,
+        exitStatus: j.exit_status === null || j.exit_status === undefined ? null : Number(j.exit_status),
+        submittedAt: date(j.submitted_at)!,
+        lastProcessedAt: date(j.last_processed_at)!,
+        finishedAt: date(j.finished_at),
+        instanceId: (j.instance_id as string | null) ?? null,
+        blocks: Number(j.blocks),
+        provisioningData: (json(j.provisioning_data) as Record<string, unknown> | null) ?? null,
+      };
+      const runId = String(j.run_id);
+      byRun.set(runId, [...(byRun.get(runId) ?? []), v]);
+      if (includeJobs) specs.set(`${runId}/${String(j.replica_num)}/${String(j.job_num)}`, json(j.job_spec) as StoredJobSpec);
+    }
+    return rows.map((r) => {
+      const subs = byRun.get(r.id) ?? [];
+      const latest = subs.length ? subs.reduce((a, b) => (b.submittedAt > a.submittedAt || (b.submittedAt.getTime() === a.submittedAt.getTime() && b.submissionNum > a.submissionNum) ? b : a)) : null;
+      const jobs: JobView[] = [];
+      if (includeJobs) {
+        const grouped = new Map<string, JobSubmissionView[]>();
+        for (const [i, sv] of subs.entries()) {
+          const jr = jobRows.filter((x) => x.run_id === r.id)[i]!;
+          const k = `${r.id}/${String(jr.replica_num)}/${String(jr.job_num)}`;
+          grouped.set(k, [...(grouped.get(k) ?? []), sv]);
+        }
+        for (const [k, list] of grouped) jobs.push({ spec: specs.get(k)!, submissions: list });
+      }
+      return {
+        id: r.id,
+        projectName: projects.get(String(r.project_id)) ?? "",
+        user: users.get(String(r.user_id)) ?? "",
+        runName: String(r.run_name),
+        status: enumValue(RunStatus, String(r.status)) as RunStatus,
+        terminationReason: r.termination_reason ? (enumValue(RunTerminationReason, String(r.termination_reason)) ?? null) : null,
+        submittedAt: date(r.submitted_at)!,
+        lastProcessedAt: date(r.last_processed_at)!,
+        finishedAt: date(r.finished_at),
+        runSpec: json(r.run_spec) as RunSpecInput & { runName: string },
+        jobs,
+        latestJobSubmission: latest,
+        deleted: Boolean(r.deleted),
+        priority: Number(r.priority),
+      };
+    });
   }
 
   /** Graceful stop (stop_duration) or abort; stopping is asynchronous (watch the run). */
