@@ -13,6 +13,11 @@ export interface DomainEvent {
   projectId: string;
   /** For "job" events: the run the job belongs to. */
   runId?: string;
+  /**
+   * Set when a reconciler reports a change it made to its own object (`job:<id>`): it already
+   * acted on it, so the scheduler does not wake it again. Watchers still see the event.
+   */
+  by?: string;
 }
 
 export type Listener = (e: DomainEvent) => void;

@@ -95,6 +95,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   }
 
   const onEvent = (e: DomainEvent) => {
+    if (e.by !== undefined && e.by === `${e.kind}:${e.id}`) return;
     if (e.kind === "job") wake("job", e.id);
     else if (e.kind === "run") wake("run", e.id);
     else if (e.kind === "instance" || e.kind === "fleet") {

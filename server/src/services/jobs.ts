@@ -10,7 +10,7 @@ import { err } from "../errors.js";
 import type { Clock } from "../scheduler/clock.js";
 import type { DomainEvent, EventBus } from "../scheduler/events.js";
 import { blocksNeeded, type HostInfo } from "./offers.js";
-import type { OffersService } from "./offers.js";
+import type { InstanceCandidate, OffersService } from "./offers.js";
 import type { StoredJobSpec } from "./runs.js";
 import {
   assertJobTransition,
@@ -92,7 +92,8 @@ export class JobsService {
           const deadline = new Date(job.runningAt.getTime() + max * 1000);
           if (deadline > now) return { nextAt: deadline };
           this.terminate(job, JobTerminationReason.MAX_DURATION_EXCEEDED, now, now, events, run, "max_duration exceeded");
-          return { nextAt: now };
+          await this.finalize(em, job, run, now, events);
+          return NONE;
         }
         case JobStatus.TERMINATING:
           if (job.removeAt && job.removeAt > now) return { nextAt: job.removeAt };
@@ -102,7 +103,7 @@ export class JobsService {
           return NONE;
       }
     });
-    this.bus.publish(events);
+    this.bus.publish(events.map((e) => (e.kind === "job" && e.id === jobId ? { ...e, by: `job:${jobId}` } : e)));
     return result;
   }
 
@@ -123,8 +124,8 @@ export class JobsService {
   private async place(em: Em, job: Job, run: Run, now: Date, events: DomainEvent[]): Promise<ProcessResult> {
     const s = spec(job);
     const projectId = run.project.id;
-    const candidates = await this.offers.candidates(projectId, em);
-    const usable = candidates.filter((c) => !s.fleets.length || s.fleets.includes(c.fleetName)).filter((c) => s.maxPrice === undefined || (c.instance.price ?? 0) <= s.maxPrice);
+    const filter = (cs: InstanceCandidate[]) => cs.filter((c) => !s.fleets.length || s.fleets.includes(c.fleetName)).filter((c) => s.maxPrice === undefined || (c.instance.price ?? 0) <= s.maxPrice);
+    const usable = filter(await this.offers.candidatesRaw(em, projectId, true));
     // Pack: prefer cheaper, then already-busy hosts so whole hosts stay free for big jobs.
     usable.sort((a, b) => (a.instance.price ?? 0) - (b.instance.price ?? 0) || b.instance.busyBlocks - a.instance.busyBlocks || a.instance.createdAt.getTime() - b.instance.createdAt.getTime());
     let couldEverFit = false;
@@ -162,7 +163,14 @@ export class JobsService {
       events.push({ kind: "job", id: job.id, projectId, runId: run.id }, { kind: "run", id: run.id, projectId });
       return NONE;
     }
-    if (couldEverFit) return NONE; // wait: a release or a new host wakes us
+    // Nothing free fits; wait if some host (now full) could take it once freed.
+    if (!couldEverFit) {
+      for (const { instance } of filter(await this.offers.candidatesRaw(em, projectId, false))) {
+        const host = instance.hostInfo as HostInfo | null;
+        if (host && blocksNeeded(host, instance.totalBlocks, instance.totalBlocks, s.resources, wholeHost) !== null) couldEverFit = true;
+      }
+    }
+    if (couldEverFit) return NONE; // a release or a new host wakes us
     this.terminate(job, JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY, now, now, events, run, "No matching fleet found");
     await this.finalize(em, job, run, now, events);
     return NONE;
@@ -344,7 +352,7 @@ export class JobsService {
       }
       return { nextAt };
     });
-    this.bus.publish(events);
+    this.bus.publish(events.map((e) => (e.kind === "run" && e.id === runId ? { ...e, by: `run:${runId}` } : e)));
     return result;
   }
 

@@ -259,7 +259,8 @@ export class RunsService {
         em.persist(job);
         events.push({ kind: "job", id: job.id, projectId: project.id, runId: run.id });
       }
-      events.unshift({ kind: "run", id: run.id, projectId: project.id });
+      // Watchers hear of the new run; the run reconciler has nothing to do until a job moves.
+      events.unshift({ kind: "run", id: run.id, projectId: project.id, by: `run:${run.id}` });
       await em.flush();
       return (await this.views(em, [run], project.name, true))[0]!;
     });
