@@ -118,6 +118,12 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
+  // Signals are caught from the start: one that arrives during start-up (or just after the
+  // banner) must still shut down cleanly instead of killing the process mid-write.
+  const signalled = new Promise<NodeJS.Signals>((resolve) => {
+    process.on("SIGTERM", resolve);
+    process.on("SIGINT", resolve);
+  });
   let orm: Orm | undefined;
   let app: App | undefined;
   let scheduler: Scheduler | undefined;
@@ -152,47 +158,43 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  return waitForShutdown(app, scheduler, orm);
+  return shutdownOn(signalled, app, scheduler, orm);
 }
 
 /** Resolves with the exit code once a signal has stopped everything. */
-function waitForShutdown(app: App, scheduler: Scheduler, orm: Orm): Promise<number> {
-  return new Promise((resolve) => {
-    let stopping = false;
-    const stop = async (signal: NodeJS.Signals) => {
-      if (stopping) {
-        // A second signal: the user does not want to wait.
-        app.log.warn({ signal }, "second signal, exiting now");
-        process.exit(1);
-      }
-      stopping = true;
-      app.log.info({ signal }, "shutting down: no new requests, letting in-flight ones finish");
-      // Cuts connections that outlive the grace period, so close() cannot hang forever.
-      const force = setTimeout(() => {
-        app.server.destroyHttp2Sessions();
-        app.server.closeAllConnections();
-      }, SHUTDOWN_GRACE_MS + 2_000);
-      force.unref();
-      let code = 0;
-      for (const [what, step] of [
-        ["API", () => app.close()],
-        ["scheduler", () => scheduler.stop()],
-        ["database", () => orm.close()],
-      ] as const) {
-        try {
-          await step();
-        } catch (e) {
-          code = 1;
-          app.log.error({ err: e }, `shutdown: closing the ${what} failed`);
-        }
-      }
-      clearTimeout(force);
-      app.log.info("stopped");
-      // A handle some library forgot to close must not keep a stopped server alive.
-      setTimeout(() => process.exit(code), 1_000).unref();
-      resolve(code);
-    };
-    process.on("SIGTERM", (s) => void stop(s));
-    process.on("SIGINT", (s) => void stop(s));
-  });
+async function shutdownOn(signalled: Promise<NodeJS.Signals>, app: App, scheduler: Scheduler, orm: Orm): Promise<number> {
+  const signal = await signalled;
+  // A second signal: the user does not want to wait.
+  const again = (s: NodeJS.Signals) => {
+    app.log.warn({ signal: s }, "second signal, exiting now");
+    process.exit(1);
+  };
+  process.removeAllListeners("SIGTERM").removeAllListeners("SIGINT");
+  process.on("SIGTERM", again);
+  process.on("SIGINT", again);
+  app.log.info({ signal }, "shutting down: no new requests, letting in-flight ones finish");
+  // Cuts connections that outlive the grace period, so close() cannot hang forever.
+  const force = setTimeout(() => {
+    app.server.destroyHttp2Sessions();
+    app.server.closeAllConnections();
+  }, SHUTDOWN_GRACE_MS + 2_000);
+  force.unref();
+  let code = 0;
+  for (const [what, step] of [
+    ["API", () => app.close()],
+    ["scheduler", () => scheduler.stop()],
+    ["database", () => orm.close()],
+  ] as const) {
+    try {
+      await step();
+    } catch (e) {
+      code = 1;
+      app.log.error({ err: e }, `shutdown: closing the ${what} failed`);
+    }
+  }
+  clearTimeout(force);
+  app.log.info("stopped");
+  // A handle some library forgot to close must not keep a stopped server alive.
+  setTimeout(() => process.exit(code), 1_000).unref();
+  return code;
 }

@@ -1,0 +1,150 @@
+// Starts a REAL dstack server process (`node server/bin/dstack-server.js`) for integration
+// tests: free ports, a temp server dir and a temp HOME (so ~/.dstack/config.yml is the test's
+// own), SQLite by default or a fresh PostgreSQL database made here and dropped on cleanup.
+// It waits for the banner line with the URL and hands back the URL and the admin token.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createTestDatabase, type Dialect } from "../../server/src/testing/db.js";
+
+export { DIALECTS, type Dialect } from "../../server/src/testing/db.js";
+
+const REPO = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+const BIN = join(REPO, "server", "bin", "dstack-server.js");
+
+/** Where a server lives: survives restarts of the process, removed by cleanup(). */
+export interface ServerEnv {
+  dialect: Dialect;
+  /** The temp HOME: the CLI config is `<home>/.dstack/config.yml`. */
+  home: string;
+  /** DSTACK_SERVER_DIR. */
+  serverDir: string;
+  /** Variables every start gets (DSTACK_SERVER_DIR, HOME, DSTACK_DATABASE_URL for PostgreSQL). */
+  env: Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+export interface TestServer {
+  url: string;
+  port: number;
+  adminToken: string;
+  process: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Sends `signal` (default SIGTERM) and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export async function createServerEnv(dialect: Dialect = "sqlite"): Promise<ServerEnv> {
+  const home = mkdtempSync(join(tmpdir(), "dstack-home-"));
+  const serverDir = join(home, ".dstack", "server");
+  const env: Record<string, string> = { HOME: home, DSTACK_SERVER_DIR: serverDir };
+  let drop = async () => {};
+  if (dialect === "postgresql") {
+    const made = await createTestDatabase("postgresql", home);
+    if (made.db.dialect === "postgresql") env.DSTACK_DATABASE_URL = made.db.url;
+    drop = made.drop;
+  }
+  return {
+    dialect,
+    home,
+    serverDir,
+    env,
+    cleanup: async () => {
+      await drop();
+      rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.once("error", fail);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => ok(port));
+    });
+  });
+}
+
+const BANNER_URL = /The server is running at (\S+)/;
+const BANNER_TOKEN = /The admin token is "([^"]+)"/;
+
+/** Starts the server process in `where`; rejects with its stderr if it exits or stalls. */
+export async function startServer(
+  where: ServerEnv,
+  opts: { args?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<TestServer> {
+  const port = await freePort();
+  let agentPort = await freePort();
+  while (agentPort === port) agentPort = await freePort();
+  const child = spawn(process.execPath, [BIN, "--port", String(port), "--agent-port", String(agentPort), "--log-level", "warn", ...(opts.args ?? [])], {
+    cwd: REPO,
+    env: { ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", ...where.env, ...opts.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
+  const exited = new Promise<number | null>((ok) => child.once("exit", (code) => ok(code)));
+
+  const url = await new Promise<string>((ok, fail) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      fail(new Error(`dstack-server printed no URL within ${opts.timeoutMs ?? 30_000} ms.\nstdout:\n${out}\nstderr:\n${err}`));
+    }, opts.timeoutMs ?? 30_000);
+    const check = () => {
+      const m = BANNER_URL.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        child.stdout.off("data", check);
+        ok(m[1]!.replace(/\/$/, ""));
+      }
+    };
+    child.stdout.on("data", check);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      fail(new Error(`dstack-server exited with ${code} before it was ready.\nstdout:\n${out}\nstderr:\n${err}`));
+    });
+  });
+  const token = BANNER_TOKEN.exec(out)?.[1];
+  if (!token) throw new Error(`dstack-server printed no admin token:\n${out}`);
+  return {
+    url,
+    port,
+    adminToken: token,
+    process: child,
+    stdout: () => out,
+    stderr: () => err,
+    stop: async (signal = "SIGTERM") => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** One server in its own env; stop() also removes the env (and drops the PG database). */
+export async function startTestServer(dialect: Dialect = "sqlite", opts: Parameters<typeof startServer>[1] = {}): Promise<TestServer & { where: ServerEnv }> {
+  const where = await createServerEnv(dialect);
+  let server: TestServer;
+  try {
+    server = await startServer(where, opts);
+  } catch (e) {
+    await where.cleanup();
+    throw e;
+  }
+  return {
+    ...server,
+    where,
+    stop: async (signal) => {
+      const code = await server.stop(signal);
+      await where.cleanup();
+      return code;
+    },
+  };
+}
