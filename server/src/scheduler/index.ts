@@ -109,8 +109,10 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     }
   };
 
-  const sweep = async () => {
-    const { jobs, runs } = await services.jobs.activeIds();
+  // At start every active object gets a look (re-arming its timers); later sweeps only look at
+  // objects no event has touched for a whole period, so a busy system is not swept twice.
+  const sweep = async (all = false) => {
+    const { jobs, runs } = await services.jobs.activeIds(all ? undefined : new Date(Date.now() - sweepMs));
     for (const id of jobs) wake("job", id);
     for (const id of runs) wake("run", id);
   };
@@ -120,7 +122,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
       if (started) return;
       started = true;
       unsubscribe = services.bus.subscribe(onEvent);
-      await sweep(); // re-arms every timer from the database
+      await sweep(true); // re-arms every timer from the database
       sweepTimer = setInterval(() => void sweep().catch((e) => onError(e, "run", "sweep")), sweepMs);
       sweepTimer.unref();
     },

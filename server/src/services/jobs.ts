@@ -57,10 +57,11 @@ export class JobsService {
   ) {}
 
   /** Ids of unfinished jobs and runs: what the scheduler re-arms at start and sweeps. */
-  async activeIds(): Promise<{ jobs: string[]; runs: string[] }> {
+  async activeIds(notUpdatedSince?: Date): Promise<{ jobs: string[]; runs: string[] }> {
     const em = this.orm.em.fork();
-    const jobs = await em.find(Job, { status: { $in: ACTIVE_JOB } }, { fields: ["id"], orderBy: { submittedAt: "asc" } });
-    const runs = await em.find(Run, { status: { $in: ACTIVE_RUN } }, { fields: ["id"] });
+    const stale = notUpdatedSince ? { updatedAt: { $lt: notUpdatedSince } } : {};
+    const jobs = await em.find(Job, { status: { $in: ACTIVE_JOB }, ...stale }, { fields: ["id"], orderBy: { submittedAt: "asc" } });
+    const runs = await em.find(Run, { status: { $in: ACTIVE_RUN }, ...stale }, { fields: ["id"] });
     return { jobs: jobs.map((j) => j.id), runs: runs.map((r) => r.id) };
   }
 
@@ -81,22 +82,26 @@ export class JobsService {
       if (!job || isJobFinished(job.status)) return NONE;
       const run = job.run.getEntity();
       const now = this.clock.now();
-      if (!(await this.lockJob(em, job, now))) return NONE;
+      // Lock only once there is something to do: a no-op look (sweeps, duplicate wakes) writes nothing.
+      const lock = () => this.lockJob(em, job, now);
       switch (job.status) {
         case JobStatus.SUBMITTED:
           if (run.status === RunStatus.TERMINATING || isRunFinished(run.status)) return NONE; // the run stops it
+          if (!(await lock())) return NONE;
           return this.place(em, job, run, now, events);
         case JobStatus.RUNNING: {
           const max = spec(job).maxDuration;
           if (max === null || job.runningAt === null) return NONE;
           const deadline = new Date(job.runningAt.getTime() + max * 1000);
           if (deadline > now) return { nextAt: deadline };
+          if (!(await lock())) return NONE;
           this.terminate(job, JobTerminationReason.MAX_DURATION_EXCEEDED, now, now, events, run, "max_duration exceeded");
           await this.finalize(em, job, run, now, events);
           return NONE;
         }
         case JobStatus.TERMINATING:
           if (job.removeAt && job.removeAt > now) return { nextAt: job.removeAt };
+          if (!(await lock())) return NONE;
           await this.finalize(em, job, run, now, events);
           return NONE;
         default:
@@ -254,8 +259,13 @@ export class JobsService {
       const run = await em.findOne(Run, { id: runId });
       if (!run || isRunFinished(run.status)) return NONE;
       const now = this.clock.now();
-      // Same guard as lockJob: one reconciler per run at a time across replicas.
-      if ((await em.nativeUpdate(Run, { id: run.id, status: run.status }, { updatedAt: now })) !== 1) return NONE;
+      // Same guard as lockJob, taken only before the first change: one reconciler per run
+      // across replicas, and no write at all when nothing changes.
+      let locked = false;
+      const lock = async () => {
+        if (!locked) locked = (await em.nativeUpdate(Run, { id: run.id, status: run.status }, { updatedAt: now })) === 1;
+        return locked;
+      };
       const jobs = await em.find(Job, { run: run.id });
       const latest = latestSubmissions(jobs);
       const projectId = run.project.id;
@@ -264,6 +274,7 @@ export class JobsService {
       if (run.status === RunStatus.PENDING) {
         const due = isPendingRunDue({ attempt: run.resubmissionAttempt, pendingSince: run.lastProcessedAt, nextTriggeredAt: run.nextTriggeredAt, now });
         if (!due) return { nextAt: new Date(run.lastProcessedAt.getTime() + retryBackoffMs(run.resubmissionAttempt)) };
+        if (!(await lock())) return NONE;
         const toRetry = latest.filter((j) => isJobFinished(j.status) && j.status !== JobStatus.DONE);
         const replicas = new Set(toRetry.map((j) => j.replicaNum));
         for (const j of latest.filter((x) => replicas.has(x.replicaNum))) this.resubmit(em, j, run, now, events);
@@ -290,6 +301,7 @@ export class JobsService {
         }));
         const d = deriveRunStatus(views);
         if (d.status === RunStatus.TERMINATING) {
+          if (!(await lock())) return NONE;
           assertRunTransition(run.status, RunStatus.TERMINATING);
           run.status = RunStatus.TERMINATING;
           run.terminationReason = d.terminationReason;
@@ -299,6 +311,7 @@ export class JobsService {
         } else if (d.status === RunStatus.PENDING) {
           // Wait for every job of the replicas to retry to finish before counting the backoff.
           if (latest.some((j) => d.replicasToRetry.includes(j.replicaNum) && !isJobFinished(j.status))) return NONE;
+          if (!(await lock())) return NONE;
           assertRunTransition(run.status, RunStatus.PENDING);
           run.status = RunStatus.PENDING;
           run.lastProcessedAt = now;
@@ -308,9 +321,13 @@ export class JobsService {
           // Replicas that failed while others keep going are resubmitted at once.
           for (const replica of d.replicasToRetry) {
             const mine = latest.filter((j) => j.replicaNum === replica);
-            if (mine.every((j) => isJobFinished(j.status))) for (const j of mine) this.resubmit(em, j, run, now, events);
+            if (mine.every((j) => isJobFinished(j.status))) {
+              if (!(await lock())) return NONE;
+              for (const j of mine) this.resubmit(em, j, run, now, events);
+            }
           }
           if (d.status !== run.status) {
+            if (!(await lock())) return NONE;
             assertRunTransition(run.status, d.status);
             run.status = d.status;
             run.lastProcessedAt = now;
@@ -321,6 +338,7 @@ export class JobsService {
       }
 
       // Terminating: stop every active job, then settle the run once all have finished.
+      if (!(await lock())) return NONE;
       const reason = run.terminationReason ?? RunTerminationReason.SERVER_ERROR;
       const jobReason = jobReasonForRunReason(reason);
       let nextAt: Date | null = null;
