@@ -245,6 +245,7 @@ export class RunsService {
         priority: spec.configuration.priority ?? 0,
       });
       em.persist(run);
+      const created: Job[] = [];
       for (const js of buildJobSpecs(runName, spec.configuration)) {
         const job = build(Job, {
           run: em.getReference(Run, run.id, { wrapped: true }),
@@ -257,12 +258,29 @@ export class RunsService {
           lastProcessedAt: now,
         });
         em.persist(job);
+        created.push(job);
         events.push({ kind: "job", id: job.id, projectId: project.id, runId: run.id });
       }
       // Watchers hear of the new run; the run reconciler has nothing to do until a job moves.
       events.unshift({ kind: "run", id: run.id, projectId: project.id, by: `run:${run.id}` });
       await em.flush();
-      return (await this.views(em, [run], project.name, true))[0]!;
+      // Everything the view needs is in hand: no read-back.
+      return {
+        id: run.id,
+        projectName: project.name,
+        user: actor.name,
+        runName,
+        status: run.status,
+        terminationReason: null,
+        submittedAt: run.submittedAt,
+        lastProcessedAt: run.lastProcessedAt,
+        finishedAt: null,
+        runSpec: stored,
+        jobs: created.map((j) => ({ spec: j.jobSpec as unknown as StoredJobSpec, submissions: [submissionView(j)] })),
+        latestJobSubmission: created.length ? submissionView(created[created.length - 1]!) : null,
+        deleted: false,
+        priority: run.priority,
+      } satisfies RunView;
     });
     this.bus.publish(events);
     return view;
