@@ -11,6 +11,7 @@ import { cliConfigPath, readCliProjects, upsertCliProject } from "./cli-config.j
 import { openDatabase, type Orm } from "./db/database.js";
 import { isDstackError } from "./errors.js";
 import { createScheduler, type Scheduler } from "./scheduler/index.js";
+import { createMeshServer, type MeshServer } from "./mesh/index.js";
 import { bootstrap, createServices } from "./services/index.js";
 import { DEFAULT_PROJECT_NAME } from "./services/projects.js";
 import { ADMIN_TOKEN_FILE } from "./services/users.js";
@@ -127,12 +128,16 @@ export async function main(argv: string[]): Promise<number> {
   let orm: Orm | undefined;
   let app: App | undefined;
   let scheduler: Scheduler | undefined;
+  let mesh: MeshServer | undefined;
   try {
     const settings = loadSettings(cli.env);
     orm = await openDatabase(settings.database);
     const services = createServices(orm, settings);
     const { adminToken } = await bootstrap(services);
-    app = await createApp({ settings, orm, services, shutdownTimeoutMs: SHUTDOWN_GRACE_MS });
+    // The agent port (mutual TLS) comes up first so the API can publish the CA fingerprint agents pin.
+    mesh = await createMeshServer({ settings, orm });
+    await mesh.listen(settings.agentPort, settings.host);
+    app = await createApp({ settings, orm, services, shutdownTimeoutMs: SHUTDOWN_GRACE_MS, caFingerprintSha256: mesh.caFingerprint });
     app.log.info({ home: settings.homeDir, database: settings.database.dialect, encryptionKey: settings.encryptionKeySource }, "dstack server starting");
     await app.listen({ host: settings.host, port: settings.port });
     const port = (app.server.address() as { port: number }).port;
@@ -148,21 +153,23 @@ export async function main(argv: string[]): Promise<number> {
     } else {
       process.stdout.write(`The admin token was issued at first start and is not stored here; an admin can issue a new one with UserService.RefreshToken.\n`);
     }
+    process.stdout.write(`Agents join at https://${settings.host}:${settings.agentPort} (CA SHA-256 ${mesh.caFingerprint})\n`);
     process.stdout.write(`The server is running at ${url}\n`);
   } catch (e) {
     const message = isDstackError(e) ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
     process.stderr.write(`dstack-server: ${message}\n`);
     await scheduler?.stop().catch(() => {});
     await app?.close().catch(() => {});
+    await mesh?.close().catch(() => {});
     await orm?.close(true).catch(() => {});
     return 1;
   }
 
-  return shutdownOn(signalled, app, scheduler, orm);
+  return shutdownOn(signalled, app, scheduler, mesh, orm);
 }
 
 /** Resolves with the exit code once a signal has stopped everything. */
-async function shutdownOn(signalled: Promise<NodeJS.Signals>, app: App, scheduler: Scheduler, orm: Orm): Promise<number> {
+async function shutdownOn(signalled: Promise<NodeJS.Signals>, app: App, scheduler: Scheduler, mesh: MeshServer, orm: Orm): Promise<number> {
   const signal = await signalled;
   // A second signal: the user does not want to wait.
   const again = (s: NodeJS.Signals) => {
@@ -183,6 +190,7 @@ async function shutdownOn(signalled: Promise<NodeJS.Signals>, app: App, schedule
   for (const [what, step] of [
     ["API", () => app.close()],
     ["scheduler", () => scheduler.stop()],
+    ["agent port", () => mesh.close()],
     ["database", () => orm.close()],
   ] as const) {
     try {

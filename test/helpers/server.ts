@@ -30,6 +30,8 @@ export interface ServerEnv {
 export interface TestServer {
   url: string;
   port: number;
+  /** The mutual-TLS agent port (enrollment and agent links). */
+  agentPort: number;
   adminToken: string;
   process: ChildProcess;
   stdout(): string;
@@ -117,6 +119,7 @@ export async function startServer(
   return {
     url,
     port,
+    agentPort,
     adminToken: token,
     process: child,
     stdout: () => out,

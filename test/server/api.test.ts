@@ -1,6 +1,8 @@
 // The public API against a real server process, on SQLite and on PostgreSQL: a client made from
 // the generated code over gRPC (h2c), and the real curl binary speaking Connect-JSON.
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { connect as tlsConnect, type DetailedPeerCertificate } from "node:tls";
 import { promisify } from "node:util";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -46,6 +48,22 @@ describe.each(DIALECTS)("public API on %s", (dialect) => {
   });
   afterAll(async () => {
     expect(await server?.stop()).toBe(0);
+  });
+
+  it("serves the agent port with the CA whose fingerprint GetServerInfo publishes", async () => {
+    const info = await createClient(ServerService, createGrpcTransport({ baseUrl: server.url })).getServerInfo({});
+    expect(info.caFingerprintSha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(server.stdout()).toContain(`CA SHA-256 ${info.caFingerprintSha256}`);
+    // What an agent sees at the agent port: a chain ending in that CA, which also asks for a client certificate.
+    const chain = await new Promise<DetailedPeerCertificate>((ok, fail) => {
+      const socket = tlsConnect({ host: "127.0.0.1", port: server.agentPort, rejectUnauthorized: false, ALPNProtocols: ["h2"] }, () => {
+        ok(socket.getPeerCertificate(true));
+        socket.end();
+      });
+      socket.on("error", fail);
+    });
+    const ca = chain.issuerCertificate;
+    expect(createHash("sha256").update(ca.raw).digest("hex")).toBe(info.caFingerprintSha256);
   });
 
   it("answers GET /healthcheck with {status: running}", async () => {
