@@ -35,7 +35,7 @@ export type Secret = Message<"dstack.api.v1.Secret"> & {
   name: string;
 
   /**
-   * The value; filled only by SecretService.GetSecret.
+   * Never filled by the public API: secret values reach only the jobs that reference them.
    *
    * @generated from field: optional string value = 3;
    */
@@ -140,7 +140,7 @@ export const GetSecretRequestSchema: GenMessage<GetSecretRequest> = /*@__PURE__*
  */
 export type GetSecretResponse = Message<"dstack.api.v1.GetSecretResponse"> & {
   /**
-   * The secret with its value.
+   * The secret, without its value.
    *
    * @generated from field: dstack.api.v1.Secret secret = 1;
    */
@@ -270,7 +270,7 @@ export const SecretService: GenService<{
     output: typeof ListSecretsResponseSchema;
   },
   /**
-   * Returns one secret with its value.
+   * Returns one secret's metadata (never its value).
    *
    * @generated from rpc dstack.api.v1.SecretService.GetSecret
    */
