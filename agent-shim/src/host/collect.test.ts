@@ -67,7 +67,10 @@ describe("collectHostInfo with recorded outputs", () => {
       uuid: "GPU-e05d3b8a-2f6c-49d1-a7b4-8c1e6f3a0d92",
       renderNode: "",
       driverVersion: "535.183.01",
+      shortName: "H100",
+      computeCapability: "9.0",
     });
+    expect(info.gpus[3]!.pciBusId).toMatch(/^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i);
     expect(deps.warnings).toEqual([]);
   });
 
@@ -82,6 +85,7 @@ describe("collectHostInfo with recorded outputs", () => {
     expect(report.hostInfo.gpuRuntimeAvailable).toBe(true);
     expect(report.hostInfo.gpus.map((g) => g.renderNode)).toEqual([128, 136, 144, 152, 160, 168, 176, 184].map((n) => `/dev/dri/renderD${n}`));
     expect(report.hostInfo.gpus.every((g) => g.vendor === GpuVendor.AMD && g.name === "MI300X-O" && g.memoryBytes === 196592n * MIB)).toBe(true);
+    expect(report.hostInfo.gpus.every((g) => g.shortName === "MI300X" && g.serial !== "")).toBe(true);
     expect(report.gpus.every((g) => g.shortName === "MI300X")).toBe(true);
   });
 

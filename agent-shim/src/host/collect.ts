@@ -151,6 +151,10 @@ export async function collectHostReport(deps: Partial<HostDeps> = {}, options: C
       uuid: g.uuid,
       renderNode: g.renderNode,
       driverVersion: g.driverVersion,
+      shortName: g.shortName,
+      pciBusId: g.pciBusId,
+      computeCapability: g.computeCapability,
+      serial: g.serial,
     }),
   );
   info.gpuRuntimeAvailable = vendor !== GpuVendor.UNSPECIFIED && (await gpuRuntimeAvailable(d, vendor, runtimes));

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dstack/agent/v1/host.proto.
  */
 export const file_dstack_agent_v1_host: GenFile = /*@__PURE__*/
-  fileDesc("Chpkc3RhY2svYWdlbnQvdjEvaG9zdC5wcm90bxIPZHN0YWNrLmFnZW50LnYxIqMBCgdHcHVJbmZvEg0KBWluZGV4GAEgASgNEioKBnZlbmRvchgCIAEoDjIaLmRzdGFjay5hZ2VudC52MS5HcHVWZW5kb3ISDAoEbmFtZRgDIAEoCRIUCgxtZW1vcnlfYnl0ZXMYBCABKAQSDAoEdXVpZBgFIAEoCRITCgtyZW5kZXJfbm9kZRgGIAEoCRIWCg5kcml2ZXJfdmVyc2lvbhgHIAEoCSJXCg5OZXR3b3JrQWRkcmVzcxIKCgJpcBgBIAEoCRIVCg1wcmVmaXhfbGVuZ3RoGAIgASgNEhEKCWludGVyZmFjZRgDIAEoCRIPCgdwcml2YXRlGAQgASgIIvgCCghIb3N0SW5mbxIQCghob3N0bmFtZRgBIAEoCRIPCgdvc19uYW1lGAIgASgJEhIKCm9zX3ZlcnNpb24YAyABKAkSFgoOa2VybmVsX3ZlcnNpb24YBCABKAkSDAoEYXJjaBgFIAEoCRIMCgRjcHVzGAYgASgNEhEKCWNwdV9tb2RlbBgHIAEoCRIUCgxtZW1vcnlfYnl0ZXMYCCABKAQSGAoQZGlza190b3RhbF9ieXRlcxgJIAEoBBIXCg9kaXNrX2ZyZWVfYnl0ZXMYCiABKAQSMgoJYWRkcmVzc2VzGAsgAygLMh8uZHN0YWNrLmFnZW50LnYxLk5ldHdvcmtBZGRyZXNzEhYKDmRvY2tlcl92ZXJzaW9uGAwgASgJEiYKBGdwdXMYDSADKAsyGC5kc3RhY2suYWdlbnQudjEuR3B1SW5mbxISCgptYWNoaW5lX2lkGA4gASgJEh0KFWdwdV9ydW50aW1lX2F2YWlsYWJsZRgPIAEoCCqbAQoJR3B1VmVuZG9yEhoKFkdQVV9WRU5ET1JfVU5TUEVDSUZJRUQQABIVChFHUFVfVkVORE9SX05WSURJQRABEhIKDkdQVV9WRU5ET1JfQU1EEAISFAoQR1BVX1ZFTkRPUl9JTlRFTBADEhoKFkdQVV9WRU5ET1JfVEVOU1RPUlJFTlQQBBIVChFHUFVfVkVORE9SX0dPT0dMRRAFYgZwcm90bzM");
+  fileDesc("Chpkc3RhY2svYWdlbnQvdjEvaG9zdC5wcm90bxIPZHN0YWNrLmFnZW50LnYxIvcBCgdHcHVJbmZvEg0KBWluZGV4GAEgASgNEioKBnZlbmRvchgCIAEoDjIaLmRzdGFjay5hZ2VudC52MS5HcHVWZW5kb3ISDAoEbmFtZRgDIAEoCRIUCgxtZW1vcnlfYnl0ZXMYBCABKAQSDAoEdXVpZBgFIAEoCRITCgtyZW5kZXJfbm9kZRgGIAEoCRIWCg5kcml2ZXJfdmVyc2lvbhgHIAEoCRISCgpzaG9ydF9uYW1lGAggASgJEhIKCnBjaV9idXNfaWQYCSABKAkSGgoSY29tcHV0ZV9jYXBhYmlsaXR5GAogASgJEg4KBnNlcmlhbBgLIAEoCSJXCg5OZXR3b3JrQWRkcmVzcxIKCgJpcBgBIAEoCRIVCg1wcmVmaXhfbGVuZ3RoGAIgASgNEhEKCWludGVyZmFjZRgDIAEoCRIPCgdwcml2YXRlGAQgASgIIvgCCghIb3N0SW5mbxIQCghob3N0bmFtZRgBIAEoCRIPCgdvc19uYW1lGAIgASgJEhIKCm9zX3ZlcnNpb24YAyABKAkSFgoOa2VybmVsX3ZlcnNpb24YBCABKAkSDAoEYXJjaBgFIAEoCRIMCgRjcHVzGAYgASgNEhEKCWNwdV9tb2RlbBgHIAEoCRIUCgxtZW1vcnlfYnl0ZXMYCCABKAQSGAoQZGlza190b3RhbF9ieXRlcxgJIAEoBBIXCg9kaXNrX2ZyZWVfYnl0ZXMYCiABKAQSMgoJYWRkcmVzc2VzGAsgAygLMh8uZHN0YWNrLmFnZW50LnYxLk5ldHdvcmtBZGRyZXNzEhYKDmRvY2tlcl92ZXJzaW9uGAwgASgJEiYKBGdwdXMYDSADKAsyGC5kc3RhY2suYWdlbnQudjEuR3B1SW5mbxISCgptYWNoaW5lX2lkGA4gASgJEh0KFWdwdV9ydW50aW1lX2F2YWlsYWJsZRgPIAEoCCqbAQoJR3B1VmVuZG9yEhoKFkdQVV9WRU5ET1JfVU5TUEVDSUZJRUQQABIVChFHUFVfVkVORE9SX05WSURJQRABEhIKDkdQVV9WRU5ET1JfQU1EEAISFAoQR1BVX1ZFTkRPUl9JTlRFTBADEhoKFkdQVV9WRU5ET1JfVEVOU1RPUlJFTlQQBBIVChFHUFVfVkVORE9SX0dPT0dMRRAFYgZwcm90bzM");
 
 /**
  * One accelerator of the host.
@@ -66,6 +66,34 @@ export type GpuInfo = Message<"dstack.agent.v1.GpuInfo"> & {
    * @generated from field: string driver_version = 7;
    */
   driverVersion: string;
+
+  /**
+   * Catalog name that offers match on, normalized as dstack does, e.g. "H100", "MI300X", "RTX4090".
+   *
+   * @generated from field: string short_name = 8;
+   */
+  shortName: string;
+
+  /**
+   * PCI address in sysfs form, e.g. "0000:18:00.0"; empty when unknown.
+   *
+   * @generated from field: string pci_bus_id = 9;
+   */
+  pciBusId: string;
+
+  /**
+   * NVIDIA compute capability, e.g. "9.0"; empty when unknown or not NVIDIA.
+   *
+   * @generated from field: string compute_capability = 10;
+   */
+  computeCapability: string;
+
+  /**
+   * AMD ASIC serial; empty otherwise.
+   *
+   * @generated from field: string serial = 11;
+   */
+  serial: string;
 };
 
 /**
