@@ -3,25 +3,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase, type Orm } from "../db/database.js";
 import { Instance, Job } from "../db/entities.js";
 import { InstanceStatus, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason } from "../domain/enums.js";
-import { isDstackError } from "../errors.js";
 import { bootstrap, createServices, type Services } from "../services/index.js";
 import type { HostInfo } from "../services/offers.js";
 import type { Principal } from "../services/users.js";
 import { createTestEnv, DIALECTS, type TestEnv } from "../testing/db.js";
 import { FakeClock } from "./clock.js";
 import { createScheduler, type Scheduler } from "./index.js";
+import { errorCode } from "../testing/errors.js";
 
 const runConfig = (yaml: string) => parseConfiguration(yaml, ".dstack.yml") as RunConfig;
 const fleetConfig = (yaml: string) => parseConfiguration(yaml, "fleet.dstack.yml") as FleetConfig;
-const code = async (p: Promise<unknown>) => {
-  try {
-    await p;
-  } catch (e) {
-    if (isDstackError(e)) return e.code;
-    throw e;
-  }
-  return "ok";
-};
+const code = errorCode;
 const cpuHost = (cpus = 8, memoryGb = 32): HostInfo => ({ cpus, memoryGb, diskGb: 200, gpus: [] });
 const gpuHost = (name: string, memoryGb: number, count: number): HostInfo => ({
   cpus: 32,

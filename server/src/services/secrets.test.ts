@@ -7,16 +7,9 @@ import { createTestEnv, DIALECTS, type TestEnv } from "../testing/db.js";
 import { DecryptionError, Encryptor } from "./encryption.js";
 import { bootstrap, createServices, type Services } from "./index.js";
 import type { Principal } from "./users.js";
+import { errorCode } from "../testing/errors.js";
 
-const code = async (p: Promise<unknown>) => {
-  try {
-    await p;
-  } catch (e) {
-    if (isDstackError(e)) return e.code;
-    throw e;
-  }
-  return "ok";
-};
+const code = errorCode;
 
 describe("Encryptor", () => {
   const key = randomBytes(32);

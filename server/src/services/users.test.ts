@@ -3,21 +3,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase, type Orm } from "../db/database.js";
 import { GlobalRole, ProjectRole } from "../domain/enums.js";
-import { isDstackError } from "../errors.js";
 import { hashToken } from "../auth/tokens.js";
 import { createTestEnv, DIALECTS, type TestEnv } from "../testing/db.js";
 import { bootstrap, createServices, type Services } from "./index.js";
 import { ADMIN_TOKEN_FILE, type Principal } from "./users.js";
+import { errorCode } from "../testing/errors.js";
 
-const code = async (p: Promise<unknown>) => {
-  try {
-    await p;
-  } catch (e) {
-    if (isDstackError(e)) return e.code;
-    throw e;
-  }
-  return "ok";
-};
+const code = errorCode;
 
 describe.each(DIALECTS)("users and tokens on %s", (dialect) => {
   let env: TestEnv;
