@@ -30,6 +30,12 @@ export const ERRORS = {
   // users
   DSTACK_USER_NOT_FOUND: { status: "NotFound", message: "User '{user}' does not exist." },
   DSTACK_USER_EXISTS: { status: "AlreadyExists", message: "User '{user}' already exists; choose another name or update the existing user." },
+  DSTACK_INVALID_PUBLIC_KEY: {
+    status: "InvalidArgument",
+    message: "Invalid {field}: {reason}. Pass one line of an OpenSSH public key file (e.g. ~/.ssh/id_ed25519.pub): ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa (2048 bits or more).",
+  },
+  DSTACK_PUBLIC_KEY_EXISTS: { status: "AlreadyExists", message: "You already added this SSH public key ({fingerprint})." },
+  DSTACK_PUBLIC_KEY_NOT_FOUND: { status: "NotFound", message: "SSH public key '{id}' does not exist. List your keys with ListPublicKeys." },
   DSTACK_INVALID_NAME: {
     status: "InvalidArgument",
     message: "Invalid {kind} name '{name}': use 1-{max} characters ({allowed}).",
@@ -126,5 +132,9 @@ export function isDstackError(e: unknown, code?: ErrorCode): e is DstackError {
 
 /** For the API layer: the ConnectError a client sees, carrying the catalogue code in metadata. */
 export function toConnectError(e: DstackError): ConnectError {
-  return new ConnectError(e.message, Code[e.status], { "x-dstack-error": e.code }, undefined, e);
+  const field = e.params.field;
+  const headers: Record<string, string> = { "x-dstack-error": e.code };
+  // Catalogue errors about one request field name it the way the API edge's checks do.
+  if (e.status === "InvalidArgument" && typeof field === "string") headers["x-dstack-field"] = field;
+  return new ConnectError(e.message, Code[e.status], headers, undefined, e);
 }

@@ -183,6 +183,39 @@ describe.each(DIALECTS)("public API on %s", (dialect) => {
     expect(viaCurl.body.message).toContain("project_name");
   });
 
+  it("adds, lists and deletes the caller's SSH public keys with the generated client", async () => {
+    const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDmhQLSUGP0e36EIslPKOi5ba+8ThCfkHerh04SXYY2c laptop";
+    const { user } = await users.createUser({ username: "keyholder" }, admin);
+    const holder = as(user!.token);
+    const added = (await users.addPublicKey({ key }, holder)).publicKey!;
+    expect(added).toMatchObject({ name: "laptop", type: "ssh-ed25519", fingerprint: "SHA256:YCzjYcloCps1JYT8vSxxHFcgVtRqspuZetLEQdhg+aQ", key });
+    expect(added.addedAt).toBeDefined();
+    expect((await users.listPublicKeys({}, holder)).publicKeys.map((k) => k.id)).toEqual([added.id]);
+    expect((await users.listPublicKeys({}, admin)).publicKeys).toEqual([]);
+    expect((await connectError(users.addPublicKey({ key }, holder))).code).toBe(Code.AlreadyExists);
+    const invalid = await connectError(users.addPublicKey({ key: "ssh-rsa AAAA" }, holder));
+    expect(invalid.code).toBe(Code.InvalidArgument);
+    expect(invalid.metadata.get("x-dstack-field")).toBe("key");
+    expect((await connectError(users.deletePublicKeys({ ids: [added.id] }, admin))).code).toBe(Code.NotFound);
+    await users.deletePublicKeys({ ids: [added.id] }, holder);
+    expect((await users.listPublicKeys({}, holder)).publicKeys).toEqual([]);
+  });
+
+  it("pages ListUsers and ListProjects by name", async () => {
+    const first = await users.listUsers({ limit: 1 }, admin);
+    expect(first.users).toHaveLength(1);
+    expect(first.nextPageToken).not.toBe("");
+    const rest = await users.listUsers({ pageToken: first.nextPageToken }, admin);
+    const all = await users.listUsers({}, admin);
+    expect([...first.users, ...rest.users].map((u) => u.username)).toEqual(all.users.map((u) => u.username));
+    expect(rest.nextPageToken).toBe("");
+    const p1 = await projects.listProjects({ limit: 1 }, admin);
+    expect(p1.projects).toHaveLength(1);
+    const p2 = await projects.listProjects({ limit: 1000, pageToken: p1.nextPageToken }, admin);
+    expect([...p1.projects, ...p2.projects].map((p) => p.name)).toEqual((await projects.listProjects({}, admin)).projects.map((p) => p.name));
+    expect((await connectError(users.listUsers({ pageToken: "nope" }, admin))).code).toBe(Code.InvalidArgument);
+  });
+
   it("maps catalogue errors to their codes and messages", async () => {
     const exists = await connectError(projects.createProject({ projectName: "main" }, admin));
     expect(exists.code).toBe(Code.AlreadyExists);

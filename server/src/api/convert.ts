@@ -1,8 +1,8 @@
 // Service views → proto messages. Pure mapping, no decisions.
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { ProjectSchema, SecretSchema, UserSchema } from "@dstack/proto/api";
-import type { ProjectView, SecretView, UserView } from "../services/index.js";
+import type { ProjectSchema, PublicKeySchema, SecretSchema, UserSchema } from "@dstack/proto/api";
+import type { ProjectView, PublicKeyView, SecretView, UserView } from "../services/index.js";
 
 export function userMessage(u: UserView): MessageInitShape<typeof UserSchema> {
   return {
@@ -14,6 +14,10 @@ export function userMessage(u: UserView): MessageInitShape<typeof UserSchema> {
     createdAt: timestampFromDate(u.createdAt),
     sshPublicKey: u.sshPublicKey ?? "",
   };
+}
+
+export function publicKeyMessage(k: PublicKeyView): MessageInitShape<typeof PublicKeySchema> {
+  return { id: k.id, name: k.name, type: k.type, fingerprint: k.fingerprint, key: k.key, addedAt: timestampFromDate(k.addedAt) };
 }
 
 /** Owners and members carry only their names: other users' details stay with UserService. */

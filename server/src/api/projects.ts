@@ -20,7 +20,10 @@ export function projectHandlers({ services }: HandlerDeps): Partial<ServiceImpl<
   const { projects } = services;
   const name = (v: string) => requireName("project_name", "project", v);
   return {
-    listProjects: async (_req, ctx) => ({ projects: (await projects.list(caller(ctx))).map(projectMessage) }),
+    listProjects: async (req, ctx) => {
+      const page = await projects.listPage(caller(ctx), { limit: req.limit, pageToken: req.pageToken });
+      return { projects: page.items.map(projectMessage), nextPageToken: page.nextPageToken };
+    },
 
     getProject: async (req, ctx) => ({ project: projectMessage(await projects.get(caller(ctx), name(req.projectName))) }),
 

@@ -1,8 +1,8 @@
-// UserService → services.users. Public-key methods are not implemented yet (Unimplemented).
+// UserService → services.users (users, tokens and the caller's SSH public keys).
 import type { ServiceImpl } from "@connectrpc/connect";
 import { GlobalRole, type UserService } from "@dstack/proto/api";
 import { caller } from "./context.js";
-import { userMessage } from "./convert.js";
+import { publicKeyMessage, userMessage } from "./convert.js";
 import type { HandlerDeps } from "./deps.js";
 import { requireEnum, requireName, requireNames } from "./validate.js";
 
@@ -13,7 +13,10 @@ export function userHandlers({ services }: HandlerDeps): Partial<ServiceImpl<typ
   return {
     getMyUser: async (_req, ctx) => ({ user: userMessage(caller(ctx)) }),
 
-    listUsers: async (_req, ctx) => ({ users: (await users.list(caller(ctx))).map(userMessage) }),
+    listUsers: async (req, ctx) => {
+      const page = await users.listPage(caller(ctx), { limit: req.limit, pageToken: req.pageToken });
+      return { users: page.items.map(userMessage), nextPageToken: page.nextPageToken };
+    },
 
     getUser: async (req, ctx) => ({ user: userMessage(await users.get(caller(ctx), requireName("username", "user", req.username))) }),
 
@@ -46,6 +49,15 @@ export function userHandlers({ services }: HandlerDeps): Partial<ServiceImpl<typ
       const name = req.username === "" ? me.name : requireName("username", "user", req.username);
       const token = await users.refreshToken(me, name);
       return { user: { user: userMessage(await users.get(me, name)), token } };
+    },
+
+    addPublicKey: async (req, ctx) => ({ publicKey: publicKeyMessage(await users.addPublicKey(caller(ctx), { key: req.key, name: req.name })) }),
+
+    listPublicKeys: async (_req, ctx) => ({ publicKeys: (await users.listPublicKeys(caller(ctx))).map(publicKeyMessage) }),
+
+    deletePublicKeys: async (req, ctx) => {
+      await users.deletePublicKeys(caller(ctx), req.ids);
+      return {};
     },
   };
 }

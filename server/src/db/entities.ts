@@ -45,6 +45,16 @@ export class User extends Base {
   sshPublicKey: string | null = null;
 }
 
+/** An SSH public key a user registered (OpenSSH authorized_keys format). */
+export class UserPublicKey extends Base {
+  user!: Ref<User>;
+  name!: string;
+  type!: string;
+  publicKey!: string;
+  /** "SHA256:<base64, unpadded>", as `ssh-keygen -lf` prints it. */
+  fingerprint!: string;
+}
+
 export class Project extends Base {
   name!: string;
   owner!: Ref<User>;
@@ -184,6 +194,20 @@ export const UserSchema = new EntitySchema<User, Base>({
     active: { type: "boolean", default: true },
     deleted: { type: "boolean", default: false },
     sshPublicKey: { type: "text", nullable: true },
+  },
+});
+
+export const UserPublicKeySchema = new EntitySchema<UserPublicKey, Base>({
+  class: UserPublicKey,
+  extends: base,
+  tableName: "user_public_keys",
+  uniques: [{ properties: ["user", "fingerprint"] }],
+  properties: {
+    user: ref("User"),
+    name: { type: "string", length: 200 },
+    type: { type: "string", length: 64 },
+    publicKey: { type: "text" },
+    fingerprint: { type: "string", length: 100 },
   },
 });
 
@@ -349,6 +373,7 @@ export const CodeBlobSchema = new EntitySchema<CodeBlob, Base>({
 export const ENTITY_SCHEMAS = [
   base,
   UserSchema,
+  UserPublicKeySchema,
   ProjectSchema,
   MemberSchema,
   SecretSchema,

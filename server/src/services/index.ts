@@ -68,6 +68,6 @@ export async function bootstrap(services: Services): Promise<{ adminToken: strin
   return { adminToken: token, adminCreated: created };
 }
 
-export type { Principal, UserView } from "./users.js";
+export type { Principal, PublicKeyView, UserView } from "./users.js";
 export type { ProjectView, MemberView } from "./projects.js";
 export type { SecretView } from "./secrets.js";

@@ -17,6 +17,7 @@ import {
 import type { Settings } from "../settings.js";
 import type { Encryptor } from "./encryption.js";
 import { checkName, tombstoneName } from "./names.js";
+import { decodeNameToken, pageLimit, trimPage, type Page, type PageQuery } from "./paging.js";
 import type { Principal } from "./users.js";
 
 export const DEFAULT_PROJECT_NAME = "main";
@@ -140,6 +141,19 @@ export class ProjectsService {
       projects = await em.find(Project, { deleted: false, $or: [{ id: { $in: ids } }, { isPublic: true }] }, { orderBy: { name: "asc" } });
     }
     return Promise.all(projects.map((p) => this.view(em, p)));
+  }
+
+  /** One page of `list`, keyset-paginated by name. */
+  async listPage(actor: Principal, q: PageQuery = {}): Promise<Page<ProjectView>> {
+    const limit = pageLimit(q.limit);
+    const after = decodeNameToken(q.pageToken);
+    const em = this.orm.em.fork();
+    const visible = isGlobalAdmin(actor)
+      ? {}
+      : { $or: [{ id: { $in: (await em.find(Member, { user: actor.id }, { fields: ["project"] })).map((m) => m.project.id) } }, { isPublic: true }] };
+    const where = { deleted: false, ...visible, ...(after === null ? {} : { name: { $gt: after } }) };
+    const page = trimPage(await em.find(Project, where, { orderBy: { name: "asc" }, limit: limit + 1 }), limit);
+    return { items: await Promise.all(page.rows.map((p) => this.view(em, p))), nextPageToken: page.nextPageToken };
   }
 
   async update(actor: Principal, name: string, patch: { isPublic?: boolean }): Promise<ProjectView> {

@@ -4,12 +4,14 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { GlobalRole, enumName } from "../domain/enums.js";
 import { withTransaction, type Em, type Orm } from "../db/database.js";
-import { User, build } from "../db/entities.js";
+import { User, UserPublicKey, build } from "../db/entities.js";
 import { err } from "../errors.js";
 import { bearerToken, generateToken, hashToken } from "../auth/tokens.js";
 import { isGlobalAdmin } from "../auth/permissions.js";
 import type { Settings } from "../settings.js";
 import { checkName, tombstoneName } from "./names.js";
+import { decodeNameToken, pageLimit, trimPage, type Page, type PageQuery } from "./paging.js";
+import { parsePublicKey } from "./ssh-keys.js";
 
 export const ADMIN_USER_NAME = "admin";
 /** Where the first admin token is saved (0600) so `dstack server` can show it on later starts. */
@@ -24,6 +26,22 @@ export interface UserView {
   sshPublicKey: string | null;
   createdAt: Date;
 }
+
+export interface PublicKeyView {
+  id: string;
+  name: string;
+  type: string;
+  fingerprint: string;
+  key: string;
+  addedAt: Date;
+}
+
+export function publicKeyView(k: UserPublicKey): PublicKeyView {
+  return { id: k.id, name: k.name, type: k.type, fingerprint: k.fingerprint, key: k.publicKey, addedAt: k.createdAt };
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAX_KEY_NAME = 200;
 
 /** The authenticated caller, as services see it. */
 export type Principal = Pick<UserView, "id" | "name" | "globalRole">;
@@ -134,6 +152,7 @@ export class UsersService {
         // An unguessable hash no token maps to, so the old token stops working at once.
         user.tokenHash = hashToken(generateToken());
         await em.nativeDelete("Member", { user: user.id });
+        await em.nativeDelete(UserPublicKey, { user: user.id });
       }
     });
   }
@@ -148,6 +167,53 @@ export class UsersService {
     const em = this.orm.em.fork();
     const where = isGlobalAdmin(actor) ? { deleted: false } : { id: actor.id, deleted: false };
     return (await em.find(User, where, { orderBy: { name: "asc" } })).map(userView);
+  }
+
+  /** One page of `list`, keyset-paginated by name. */
+  async listPage(actor: Principal, q: PageQuery = {}): Promise<Page<UserView>> {
+    const limit = pageLimit(q.limit);
+    const after = decodeNameToken(q.pageToken);
+    const em = this.orm.em.fork();
+    const where = {
+      deleted: false,
+      ...(isGlobalAdmin(actor) ? {} : { id: actor.id }),
+      ...(after === null ? {} : { name: { $gt: after } }),
+    };
+    const page = trimPage(await em.find(User, where, { orderBy: { name: "asc" }, limit: limit + 1 }), limit);
+    return { items: page.rows.map(userView), nextPageToken: page.nextPageToken };
+  }
+
+  /** Adds an SSH public key for the caller. `name` empty = the key's comment (else its fingerprint). */
+  async addPublicKey(actor: Principal, input: { key: string; name?: string }): Promise<PublicKeyView> {
+    const parsed = parsePublicKey("key", input.key);
+    const name = (input.name ?? "").trim() || parsed.comment || parsed.fingerprint;
+    if (name.length > MAX_KEY_NAME) throw err("DSTACK_INVALID_PUBLIC_KEY", { field: "name", reason: `the name is longer than ${MAX_KEY_NAME} characters` });
+    return withTransaction(this.orm, async (em) => {
+      const user = await this.load(em, actor.name);
+      if (await em.count(UserPublicKey, { user: user.id, fingerprint: parsed.fingerprint })) {
+        throw err("DSTACK_PUBLIC_KEY_EXISTS", { fingerprint: parsed.fingerprint });
+      }
+      const key = build(UserPublicKey, { user: em.getReference(User, user.id, { wrapped: true }), name, type: parsed.type, publicKey: parsed.key, fingerprint: parsed.fingerprint });
+      em.persist(key);
+      return publicKeyView(key);
+    });
+  }
+
+  /** The caller's SSH public keys, oldest first. */
+  async listPublicKeys(actor: Principal): Promise<PublicKeyView[]> {
+    const keys = await this.orm.em.fork().find(UserPublicKey, { user: actor.id }, { orderBy: { createdAt: "asc", id: "asc" } });
+    return keys.map(publicKeyView);
+  }
+
+  /** Deletes the caller's keys by id, all or none; an id that is not the caller's is NotFound. */
+  async deletePublicKeys(actor: Principal, ids: string[]): Promise<void> {
+    await withTransaction(this.orm, async (em) => {
+      for (const id of ids) {
+        const key = UUID_RE.test(id) ? await em.findOne(UserPublicKey, { id: id.toLowerCase(), user: actor.id }) : null;
+        if (!key) throw err("DSTACK_PUBLIC_KEY_NOT_FOUND", { id });
+        em.remove(key);
+      }
+    });
   }
 
   /** Issues a new token, invalidating the old one. Users may refresh their own; admins anyone's. */
