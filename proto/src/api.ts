@@ -13,5 +13,6 @@ export * from "../gen/dstack/api/v1/run_pb.js";
 export * from "../gen/dstack/api/v1/run_service_pb.js";
 export * from "../gen/dstack/api/v1/secret_pb.js";
 export * from "../gen/dstack/api/v1/server_pb.js";
+export * from "../gen/dstack/api/v1/tunnel_pb.js";
 export * from "../gen/dstack/api/v1/user_pb.js";
 export * from "../gen/dstack/api/v1/volume_pb.js";
