@@ -17,6 +17,11 @@ export const MESH_ERRORS = {
   MESH_PROTOCOL: { code: Code.InvalidArgument, message: "Link protocol error: {reason}" },
   MESH_REPLACED: { code: Code.Aborted, message: "A newer connection of {kind} {id} replaced this one." },
   MESH_NOT_FOUND: { code: Code.NotFound, message: "{what} '{id}' does not exist." },
+  // The data plane (logs.ts, code.ts).
+  MESH_DATA_UNAVAILABLE: { code: Code.Unimplemented, message: "This server does not serve {service} on its agent port (started without data hooks)." },
+  MESH_LOG_GAP: { code: Code.OutOfRange, message: "Log batch of job {job} starts at sequence {first}, but the server has stored only its first {next} entries; re-send from sequence {next}." },
+  MESH_BLOB_NOT_FOUND: { code: Code.NotFound, message: "Blob {sha256} is not available to job {job}: it was never uploaded to the job's project, or the job's run does not use it." },
+  MESH_BLOB_OFFSET: { code: Code.OutOfRange, message: "Offset {offset} is beyond the end of blob {sha256} ({size} bytes); resume from at most {size}." },
 } as const;
 
 export type MeshErrorCode = keyof typeof MESH_ERRORS;

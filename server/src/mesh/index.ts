@@ -10,6 +10,7 @@ import type { Orm } from "../db/database.js";
 import { Fleet, Instance, Job, build } from "../db/entities.js";
 import type { Settings } from "../settings.js";
 import { issueServerCertificate, loadOrCreateCa, type CertificateAuthority } from "./ca.js";
+import type { MeshDataHooks } from "./data-hooks.js";
 import { meshErr } from "./errors.js";
 import { JoinTokens, type ConsumedJoinToken } from "./join-tokens.js";
 import { DEFAULT_LINK_SETTINGS, Links, type LinkSettings } from "./links.js";
@@ -21,6 +22,8 @@ export { JoinTokens, DEFAULT_TOKEN_TTL_MS, type CreateJoinTokenOptions, type Cre
 export { Links, AgentLink, DEFAULT_LINK_SETTINGS, type LinkSettings, type CallOptions, type LinkEvents, type DisconnectReason } from "./links.js";
 export { MeshError, MESH_ERRORS, type MeshErrorCode } from "./errors.js";
 export type { MeshPolicy } from "./services.js";
+export { meshDataHooks, type MeshDataHooks, type MeshLogEntry, type MeshLogSource } from "./data-hooks.js";
+export { CODE_CHUNK_BYTES } from "./code.js";
 
 export interface MeshServerOptions {
   settings: Pick<Settings, "homeDir">;
@@ -33,6 +36,8 @@ export interface MeshServerOptions {
   certificateLifetimeMs?: number;
   /** Overrides of how shims get instance ids and how task ownership is checked. */
   policy?: Partial<MeshPolicy>;
+  /** Log storage and code blobs for runners; `meshDataHooks(orm, services)` builds them from the services. */
+  data?: MeshDataHooks;
 }
 
 export interface MeshServer {
@@ -88,7 +93,7 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
   const policy: MeshPolicy = { certificateLifetimeMs: o.certificateLifetimeMs ?? 24 * 3600_000, ...dbPolicy(o.orm), ...o.policy };
   const { certPem, keyPem } = issueServerCertificate(ca, o.serverNames);
   const handler = connectNodeAdapter({
-    routes: meshRoutes({ ca, joinTokens, links, revocations, policy }),
+    routes: meshRoutes({ ca, joinTokens, links, revocations, policy, data: o.data }),
     contextValues: (req) => createContextValues().set(kPeer, peerFromSocket(req.socket as TLSSocket)),
   });
   const server = http2.createSecureServer(

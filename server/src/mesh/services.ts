@@ -6,7 +6,9 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import {
   AgentKind,
+  CodeService,
   EnrollmentService,
+  LogService,
   EnrollResponseSchema,
   RenewCertificateResponseSchema,
   RunnerLinkService,
@@ -20,9 +22,12 @@ import {
 import { identityUri, parseCsr, type AgentKindName } from "@dstack/proto/link";
 import type { Message } from "@bufbuild/protobuf";
 import type { CertificateAuthority } from "./ca.js";
+import { codeService } from "./code.js";
+import type { MeshDataHooks } from "./data-hooks.js";
 import { meshErr } from "./errors.js";
 import type { ConsumedJoinToken, JoinTokens } from "./join-tokens.js";
 import type { AgentLink, Links, LinkSession } from "./links.js";
+import { logService } from "./logs.js";
 import { requirePeer, type Peer } from "./peer.js";
 import type { Revocations } from "./revocations.js";
 
@@ -41,6 +46,8 @@ export interface MeshDeps {
   links: Links;
   revocations: Revocations;
   policy: MeshPolicy;
+  /** Logs and code blobs (the data plane); without them LogService and CodeService answer UNIMPLEMENTED. */
+  data?: MeshDataHooks;
 }
 
 const kindName = (k: AgentKind): AgentKindName | null => (k === AgentKind.SHIM ? "shim" : k === AgentKind.RUNNER ? "runner" : null);
@@ -175,6 +182,8 @@ export function meshRoutes(deps: MeshDeps) {
     });
     router.service(ShimLinkService, { connect: (reqs, ctx) => serveLink(deps, "shim", reqs, ctx) as never });
     router.service(RunnerLinkService, { connect: (reqs, ctx) => serveLink(deps, "runner", reqs, ctx) as never });
+    router.service(LogService, logService(deps));
+    router.service(CodeService, codeService(deps));
   };
 }
 
