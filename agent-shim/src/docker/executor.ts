@@ -163,8 +163,9 @@ export class TaskExecutor {
     const t = this.newTask(cmd.taskId, cmd, { containerName: cmd.containerName, state: TaskState.PENDING });
     this.tasks.set(t.id, t);
     this.emit(t);
+    const accepted = clone(TaskInfoSchema, t.info);
     void this.run(t).catch((e: unknown) => this.finish(t, JobTerminationReason.EXECUTOR_ERROR, `shim bug: ${dockerMessage(e)}`));
-    return clone(TaskInfoSchema, t.info);
+    return accepted;
   }
 
   /**
@@ -335,8 +336,9 @@ export class TaskExecutor {
         await t.container.start();
       } catch (e) {
         const msg = dockerMessage(e);
-        // Older NVIDIA drivers refuse the display capability; dstack retries without it.
-        if (!noDisplay && spec.gpu.vendor === "nvidia" && spec.gpu.ids.length > 0 && /display/i.test(msg)) {
+        // Some NVIDIA drivers refuse the display capability; dstack retries without it. (A host
+        // with no NVIDIA runtime at all names every capability too: that is no reason to retry.)
+        if (!noDisplay && spec.gpu.vendor === "nvidia" && spec.gpu.ids.length > 0 && /display/i.test(msg) && !/could not select device driver/i.test(msg)) {
           await t.container.remove({ force: true }).catch(() => {});
           t.container = null;
           t.info.containerId = "";

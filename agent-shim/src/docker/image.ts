@@ -87,6 +87,11 @@ export interface PullOptions {
   onProgress?: (p: PullProgressState) => void;
 }
 
+/** 1200000 → "20 min", 1500 → "1.5 s". */
+export function formatDuration(ms: number): string {
+  return ms >= 60_000 && ms % 60_000 === 0 ? `${ms / 60_000} min` : `${Math.round(ms / 100) / 10} s`;
+}
+
 export class PullError extends Error {
   override name = "PullError";
 }
@@ -110,6 +115,7 @@ export async function pullImage(docker: Docker, ref: string, o: PullOptions): Pr
     ac.abort(new Error("timeout"));
   }, o.timeoutMs);
   const fail = (why: string) => new PullError(`cannot pull image ${ref}: ${why}`);
+  const timeoutText = `timed out after ${formatDuration(o.timeoutMs)} (the shim's pull timeout)`;
   try {
     if (o.signal.aborted) throw fail("the task was terminated");
     const auth = o.username || o.password ? { authconfig: { username: o.username ?? "", password: o.password ?? "", serveraddress: imageRegistry(ref) || "https://index.docker.io/v1/" } } : {};
@@ -117,14 +123,14 @@ export async function pullImage(docker: Docker, ref: string, o: PullOptions): Pr
     try {
       stream = (await docker.pull(ref, { ...auth, abortSignal: ac.signal })) as NodeJS.ReadableStream;
     } catch (e) {
-      if (timedOut) throw fail(`timed out after ${Math.round(o.timeoutMs / 1000)} s`);
+      if (timedOut) throw fail(timeoutText);
       if (o.signal.aborted) throw fail("the task was terminated");
       throw fail(errorText(e));
     }
     await new Promise<void>((resolve, reject) => {
       const stop = () => {
         (stream as unknown as { destroy?: () => void }).destroy?.();
-        reject(timedOut ? fail(`timed out after ${Math.round(o.timeoutMs / 1000)} s`) : fail("the task was terminated"));
+        reject(timedOut ? fail(timeoutText) : fail("the task was terminated"));
       };
       if (ac.signal.aborted) return stop();
       ac.signal.addEventListener("abort", stop, { once: true });
