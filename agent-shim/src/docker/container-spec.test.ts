@@ -55,7 +55,7 @@ describe("container spec", () => {
     const retry = containerSpec({ ...base, cmd: cmd({ gpu: 1 }), gpu: { vendor: "nvidia", ids: ["GPU-a"] }, noDisplayCapability: true });
     expect(retry.HostConfig?.DeviceRequests?.[0]?.Capabilities?.[0]).not.toContain("display");
     const a = containerSpec({ ...base, cmd: cmd({ gpu: 1 }), gpu: { vendor: "amd", ids: ["/dev/dri/renderD129"] } });
-    expect(a.HostConfig?.Devices?.map((d) => d.PathOnHost)).toEqual(["/dev/kfd", "/dev/dri/renderD129"]);
+    expect(a.HostConfig?.Devices?.map((d: { PathOnHost: string }) => d.PathOnHost)).toEqual(["/dev/kfd", "/dev/dri/renderD129"]);
     expect(a.HostConfig?.GroupAdd).toEqual(["video", "render"]);
     expect(a.HostConfig?.DeviceRequests).toBeUndefined();
   });

@@ -1,0 +1,147 @@
+// The `dstack-shim` command: join (enroll, then run), run, systemd-unit.
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { EnrollError } from "@dstack/proto/link";
+import { createLogger, isLogLevel, LOG_LEVELS, type LogLevel } from "./log.js";
+import { joinServer, runShim, ShimError } from "./shim/run.js";
+import { systemdUnit } from "./shim/systemd.js";
+import { SHIM_VERSION } from "./shim/version.js";
+
+export const HELP = `dstack-shim ${SHIM_VERSION} — the dstack host agent: runs job containers, dials home to the server.
+
+Usage:
+  dstack-shim join --server URL --token TOKEN --ca-sha256 FINGERPRINT [--home DIR]
+      Enroll this host with a join token, then run.
+  dstack-shim run [--home DIR]
+      Run with the identity stored in DIR by an earlier join.
+  dstack-shim systemd-unit [--home DIR]
+      Print a systemd unit that keeps \`dstack-shim run\` going (Restart=always).
+
+Options:
+  --server URL          the server's agent port, e.g. https://dstack.example.com:3001 (join)
+  --token TOKEN         a shim join token from the server (join)
+  --ca-sha256 HEX       the server CA's SHA-256 fingerprint, as \`dstack server\` prints it (join)
+  --servername NAME     TLS name to check when URL is an address the certificate does not list (join)
+  --home DIR            identity, task folders and state; default $DSTACK_SHIM_HOME or ~/.dstack/shim
+  --runner-bundle DIR   the portable runner; default $DSTACK_RUNNER_BUNDLE or <repo>/build/runner-bundle
+  --log-level LEVEL     ${LOG_LEVELS.join("|")} (default info); logs are JSON lines on stderr
+  -v, --version         print the version
+  -h, --help            print this help
+
+Stopping the shim (SIGTERM, SIGINT) leaves task containers running; the next run adopts them.
+`;
+
+export interface MainIo {
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+  env: NodeJS.ProcessEnv;
+  /** Default: aborts on SIGTERM/SIGINT. */
+  signal?: AbortSignal;
+}
+
+const defaultIo = (): MainIo => ({
+  stdout: (s) => void process.stdout.write(s),
+  stderr: (s) => void process.stderr.write(s),
+  env: process.env,
+});
+
+class UsageError extends Error {}
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        server: { type: "string" },
+        token: { type: "string" },
+        "ca-sha256": { type: "string" },
+        servername: { type: "string" },
+        home: { type: "string" },
+        "runner-bundle": { type: "string" },
+        "log-level": { type: "string" },
+        version: { type: "boolean", short: "v" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** Aborts on the first SIGTERM or SIGINT; the handlers go away with the returned cleanup. */
+function signalsToAbort(): { signal: AbortSignal; dispose: () => void } {
+  const ac = new AbortController();
+  const on = (sig: NodeJS.Signals) => ac.abort(new Error(sig));
+  process.once("SIGTERM", on);
+  process.once("SIGINT", on);
+  return { signal: ac.signal, dispose: () => (process.off("SIGTERM", on), process.off("SIGINT", on)) };
+}
+
+/** Runs the command line; resolves with the exit code. */
+export async function main(argv: string[], io: MainIo = defaultIo()): Promise<number> {
+  let args;
+  try {
+    args = parse(argv);
+    const { values, positionals } = args;
+    if (values.help) return io.stdout(HELP), 0;
+    if (values.version) return io.stdout(`${SHIM_VERSION}\n`), 0;
+    const command = positionals[0];
+    if (!command) throw new UsageError("a command is required: join, run or systemd-unit");
+    if (positionals.length > 1) throw new UsageError(`unexpected argument: ${positionals[1]}`);
+    const level = values["log-level"] ?? "info";
+    if (!isLogLevel(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not ${level}`);
+    const home = resolve(values.home ?? io.env.DSTACK_SHIM_HOME ?? join(homedir(), ".dstack", "shim"));
+
+    if (command === "systemd-unit") {
+      io.stdout(systemdUnit({ home, logLevel: values["log-level"] }));
+      return 0;
+    }
+    if (command !== "join" && command !== "run") throw new UsageError(`unknown command: ${command}`);
+    if (command === "join") {
+      const missing = (["server", "token", "ca-sha256"] as const).filter((k) => !values[k]);
+      if (missing.length > 0) throw new UsageError(`join needs ${missing.map((k) => `--${k}`).join(", ")}`);
+    }
+    return await runCommand(command, { ...values, home, level: level as LogLevel }, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`dstack-shim: ${e.message}\nRun \`dstack-shim --help\` for usage.\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+async function runCommand(
+  command: "join" | "run",
+  v: { server?: string; token?: string; "ca-sha256"?: string; servername?: string; home: string; "runner-bundle"?: string; level: LogLevel },
+  io: MainIo,
+): Promise<number> {
+  const log = createLogger({ level: v.level, write: io.stderr });
+  const sig = io.signal ? { signal: io.signal, dispose: () => {} } : signalsToAbort();
+  try {
+    if (command === "join") {
+      const instanceId = await joinServer({ serverUrl: v.server!, token: v.token!, caSha256: v["ca-sha256"]!, home: v.home, servername: v.servername });
+      log.info("enrolled", { instance: instanceId, server: v.server, home: v.home });
+    }
+    await runShim({
+      home: v.home,
+      log,
+      signal: sig.signal,
+      runnerBundleDir: v["runner-bundle"] ? resolve(v["runner-bundle"]) : undefined,
+    });
+    return 0;
+  } catch (e) {
+    // Expected failures (no identity, bad token, fingerprint mismatch) get their message only.
+    if (e instanceof ShimError || e instanceof EnrollError || (e as { name?: string })?.name === "ConnectError") {
+      log.error(command === "join" ? "cannot join the server" : "cannot start", { error: e });
+      return 1;
+    }
+    log.error("dstack-shim failed", { error: e, stack: (e as Error)?.stack });
+    return 1;
+  } finally {
+    sig.dispose();
+  }
+}

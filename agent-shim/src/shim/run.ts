@@ -1,0 +1,144 @@
+// The running shim: the executor (which adopts containers a previous shim left), the link home with
+// a full state report on every (re)connect, and every task change sent up as an event.
+import { hostname } from "node:os";
+import { readFileSync } from "node:fs";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { GpuVendor, TaskState, type HostInfo } from "@dstack/proto/agent";
+import { connectLink, enroll, IdentityStore, type BackoffOptions, type LinkClient } from "@dstack/proto/link";
+import { TaskExecutor, type TaskExecutorOptions } from "../docker/executor.js";
+import type { ExecutorGpu } from "../docker/gpu-locks.js";
+import { collectHostReport, type HostReport } from "../host/index.js";
+import type { Logger } from "../log.js";
+import { shimHandlers } from "./handlers.js";
+import { SHIM_VERSION } from "./version.js";
+
+export class ShimError extends Error {
+  override name = "ShimError";
+}
+
+export interface JoinOptions {
+  serverUrl: string;
+  token: string;
+  caSha256: string;
+  home: string;
+  servername?: string;
+}
+
+function machineId(): string {
+  for (const f of ["/etc/machine-id", "/var/lib/dbus/machine-id"]) {
+    try {
+      const v = readFileSync(f, "utf8").trim();
+      if (v) return v;
+    } catch {
+      /* next */
+    }
+  }
+  return "";
+}
+
+/** Enrolls this host as a shim and stores the identity in `home`; returns the instance id. */
+export async function joinServer(o: JoinOptions): Promise<string> {
+  const id = await enroll({
+    serverUrl: o.serverUrl,
+    token: o.token,
+    caSha256: o.caSha256,
+    kind: "shim",
+    home: o.home,
+    servername: o.servername,
+    identity: { hostname: hostname(), machineId: machineId(), agentVersion: SHIM_VERSION },
+  });
+  return id.agentId;
+}
+
+export interface RunShimOptions {
+  home: string;
+  log: Logger;
+  /** Stops the shim (SIGTERM/SIGINT in main). Containers keep running. */
+  signal: AbortSignal;
+  runnerBundleDir?: string;
+  /** Replaces host discovery's GPU list (tests). */
+  gpus?: ExecutorGpu[];
+  backoff?: Partial<BackoffOptions>;
+  executor?: Partial<TaskExecutorOptions>;
+}
+
+/** Host facts are gathered at most this often (GPU tools are slow); getHostInfo always refreshes. */
+const HOST_INFO_TTL_MS = 30_000;
+
+function executorGpus(r: HostReport): ExecutorGpu[] {
+  return r.gpus.flatMap((g): ExecutorGpu[] => {
+    if (g.vendor === GpuVendor.NVIDIA && g.uuid) return [{ id: g.uuid, vendor: "nvidia" }];
+    if (g.vendor === GpuVendor.AMD && g.renderNode) return [{ id: g.renderNode, vendor: "amd" }];
+    return [];
+  });
+}
+
+/** Runs the shim until `signal` aborts or the server sends shutdown. */
+export async function runShim(o: RunShimOptions): Promise<void> {
+  const store = new IdentityStore(o.home);
+  if (!store.exists()) {
+    throw new ShimError(`no shim identity in ${o.home}; enroll first: dstack-shim join --server URL --token TOKEN --ca-sha256 FINGERPRINT --home ${o.home}`);
+  }
+  const identity = store.load();
+  if (identity.kind !== "shim") throw new ShimError(`the identity in ${o.home} belongs to a ${identity.kind}, not a shim`);
+  const log = o.log.child({ instance: identity.agentId });
+  const startedAt = timestampNow();
+
+  let report = await collectHostReport({ warn: (m, e) => log.warn(m, e === undefined ? {} : { error: e }) });
+  let reportAt = Date.now();
+  const hostInfo = async (fresh: boolean): Promise<HostInfo> => {
+    if (fresh || Date.now() - reportAt > HOST_INFO_TTL_MS) {
+      report = await collectHostReport({ warn: (m, e) => log.debug(m, e === undefined ? {} : { error: e }) });
+      reportAt = Date.now();
+    }
+    return report.hostInfo;
+  };
+  log.info("host", { hostname: report.hostInfo.hostname, cpus: report.hostInfo.cpus, gpus: report.gpus.length, docker: report.hostInfo.dockerVersion });
+
+  let link: LinkClient | null = null;
+  const executor = await TaskExecutor.start({
+    instanceId: identity.agentId,
+    home: o.home,
+    gpus: o.gpus ?? executorGpus(report),
+    runnerBundleDir: o.runnerBundleDir,
+    log,
+    ...o.executor,
+    onChange: (task) => {
+      // While disconnected the event is dropped: the state report on reconnect carries it.
+      link?.sendEvent({ event: { case: "taskStateChanged", value: { task } } });
+    },
+  });
+  const adopted = executor.list();
+  if (adopted.length > 0) log.info("adopted tasks from container labels", { tasks: adopted.map((t) => t.taskId) });
+
+  const stop = new AbortController();
+  const onSignal = () => stop.abort(o.signal.reason);
+  if (o.signal.aborted) onSignal();
+  o.signal.addEventListener("abort", onSignal, { once: true });
+
+  link = connectLink({
+    kind: "shim",
+    home: o.home,
+    backoff: o.backoff,
+    stateReport: async () => ({ agentVersion: SHIM_VERSION, startedAt, hostInfo: await hostInfo(false), tasks: executor.list() }),
+    handlers: shimHandlers({
+      executor,
+      hostInfo: () => hostInfo(true),
+      shutdown: () => {
+        log.info("shutdown requested by the server");
+        stop.abort(new Error("shutdown command"));
+      },
+    }),
+  });
+  link.on("connected", (c) => log.info("link up", { server: identity.serverUrl, link: c.linkId, attempt: c.attempt }));
+  link.on("disconnected", (e) => log.warn("link down", { error: e }));
+  link.on("error", (e) => log.debug("link attempt failed", { error: e }));
+  link.on("renewed", (notAfter) => log.info("certificate renewed", { notAfter }));
+  log.info("dstack-shim running", { version: SHIM_VERSION, home: o.home, tasks: adopted.length });
+
+  await new Promise<void>((resolve) => (stop.signal.aborted ? resolve() : stop.signal.addEventListener("abort", () => resolve(), { once: true })));
+  o.signal.removeEventListener("abort", onSignal);
+  log.info("stopping; task containers keep running", { tasks: executor.list().filter((t) => t.state !== TaskState.TERMINATED).length });
+  await link.close();
+  await executor.close();
+}
