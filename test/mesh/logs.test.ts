@@ -80,7 +80,7 @@ class Pusher {
     const total = this.entries.length;
     let sent = this.acked;
     let dead = false;
-    let wake: (() => void) | null = null;
+    let wake = (): void => {};
     const waitAck = () => new Promise<void>((r) => (wake = r));
     const self = this;
     async function* requests(): AsyncGenerator<PushRequest> {
@@ -99,12 +99,12 @@ class Pusher {
     try {
       for await (const r of createClient(LogService, transport).push(requests())) {
         this.acked = Math.max(this.acked, Number(r.nextSequence));
-        wake?.();
+        wake();
         await this.o.onAck?.(this.acked);
       }
     } finally {
       dead = true;
-      wake?.();
+      wake();
       session.abort();
     }
   }
