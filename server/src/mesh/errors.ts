@@ -22,6 +22,12 @@ export const MESH_ERRORS = {
   MESH_LOG_GAP: { code: Code.OutOfRange, message: "Log batch of job {job} starts at sequence {first}, but the server has stored only its first {next} entries; re-send from sequence {next}." },
   MESH_BLOB_NOT_FOUND: { code: Code.NotFound, message: "Blob {sha256} is not available to job {job}: it was never uploaded to the job's project, or the job's run does not use it." },
   MESH_BLOB_OFFSET: { code: Code.OutOfRange, message: "Offset {offset} is beyond the end of blob {sha256} ({size} bytes); resume from at most {size}." },
+  // Tunnels (tunnels.ts).
+  MESH_AGENT_OFFLINE: { code: Code.Unavailable, message: "{kind} {id} is not connected to the server, so no tunnel can reach it; check that the agent is running and can reach the agent port." },
+  MESH_TUNNEL_TIMEOUT: { code: Code.DeadlineExceeded, message: "{kind} {id} did not open tunnel {tunnel} within {ms} ms; the agent may be overloaded or unable to dial the agent port." },
+  MESH_TUNNEL_CANCELED: { code: Code.Canceled, message: "Opening tunnel {tunnel} was cancelled: {reason}" },
+  MESH_TUNNEL_UNKNOWN: { code: Code.NotFound, message: "Tunnel {tunnel} is unknown or expired: an agent may dial a tunnel only once, after the server's open_tunnel command and before its deadline." },
+  MESH_TUNNEL_FORBIDDEN: { code: Code.PermissionDenied, message: "{kind} {id} may not accept tunnel {tunnel}: the server opened it for another agent." },
 } as const;
 
 export type MeshErrorCode = keyof typeof MESH_ERRORS;

@@ -5,6 +5,7 @@ import http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { TunnelService } from "@dstack/proto/agent";
 import type { AgentKindName } from "@dstack/proto/link";
 import type { Orm } from "../db/database.js";
 import { Fleet, Instance, Job, build } from "../db/entities.js";
@@ -17,11 +18,13 @@ import { DEFAULT_LINK_SETTINGS, Links, type LinkSettings } from "./links.js";
 import { kPeer, peerFromSocket } from "./peer.js";
 import { Revocations } from "./revocations.js";
 import { meshRoutes, type MeshPolicy } from "./services.js";
+import { DEFAULT_TUNNEL_SETTINGS, TunnelBroker, type TunnelSettings } from "./tunnels.js";
 
 export { JoinTokens, DEFAULT_TOKEN_TTL_MS, type CreateJoinTokenOptions, type CreatedJoinToken, type JoinTokenKind } from "./join-tokens.js";
 export { Links, AgentLink, DEFAULT_LINK_SETTINGS, type LinkSettings, type CallOptions, type LinkEvents, type DisconnectReason } from "./links.js";
 export { MeshError, MESH_ERRORS, type MeshErrorCode } from "./errors.js";
 export type { MeshPolicy } from "./services.js";
+export { TunnelBroker, TunnelDuplex, TunnelError, DEFAULT_TUNNEL_SETTINGS, type TunnelSettings, type OpenTunnelOptions, type TunnelTargetName } from "./tunnels.js";
 export { meshDataHooks, type MeshDataHooks, type MeshLogEntry, type MeshLogSource } from "./data-hooks.js";
 export { CODE_CHUNK_BYTES } from "./code.js";
 
@@ -36,6 +39,8 @@ export interface MeshServerOptions {
   certificateLifetimeMs?: number;
   /** Overrides of how shims get instance ids and how task ownership is checked. */
   policy?: Partial<MeshPolicy>;
+  /** Tunnel deadlines; defaults in DEFAULT_TUNNEL_SETTINGS. */
+  tunnel?: Partial<TunnelSettings>;
   /** Log storage and code blobs for runners; `meshDataHooks(orm, services)` builds them from the services. */
   data?: MeshDataHooks;
 }
@@ -44,6 +49,8 @@ export interface MeshServer {
   listen(port: number, host?: string): Promise<{ port: number }>;
   close(): Promise<void>;
   links: Links;
+  /** Byte tunnels to agents: `tunnels.open({ instanceId, target, … })` resolves with a Duplex. */
+  tunnels: TunnelBroker;
   joinTokens: JoinTokens;
   ca: CertificateAuthority;
   /** SHA-256 of the CA certificate, lowercase hex: what agents pass as `--ca-sha256`. */
@@ -92,8 +99,13 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
   const revocations = new Revocations(o.settings.homeDir);
   const policy: MeshPolicy = { certificateLifetimeMs: o.certificateLifetimeMs ?? 24 * 3600_000, ...dbPolicy(o.orm), ...o.policy };
   const { certPem, keyPem } = issueServerCertificate(ca, o.serverNames);
+  const tunnels = new TunnelBroker(links, revocations, { ...DEFAULT_TUNNEL_SETTINGS, ...o.tunnel });
+  const routes = meshRoutes({ ca, joinTokens, links, revocations, policy, data: o.data });
   const handler = connectNodeAdapter({
-    routes: meshRoutes({ ca, joinTokens, links, revocations, policy, data: o.data }),
+    routes: (router) => {
+      routes(router);
+      router.service(TunnelService, tunnels.service());
+    },
     contextValues: (req) => createContextValues().set(kPeer, peerFromSocket(req.socket as TLSSocket)),
   });
   const server = http2.createSecureServer(
@@ -114,6 +126,7 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
   });
   return {
     links,
+    tunnels,
     joinTokens,
     ca,
     caFingerprint: ca.fingerprint,
