@@ -2,9 +2,7 @@
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { EnrollError } from "@dstack/proto/link";
 import { createLogger, isLogLevel, LOG_LEVELS, type LogLevel } from "./log.js";
-import { joinServer, runShim, ShimError } from "./shim/run.js";
 import { systemdUnit } from "./shim/systemd.js";
 import { SHIM_VERSION } from "./shim/version.js";
 
@@ -82,10 +80,8 @@ function signalsToAbort(): { signal: AbortSignal; dispose: () => void } {
 
 /** Runs the command line; resolves with the exit code. */
 export async function main(argv: string[], io: MainIo = defaultIo()): Promise<number> {
-  let args;
   try {
-    args = parse(argv);
-    const { values, positionals } = args;
+    const { values, positionals } = parse(argv);
     if (values.help) return io.stdout(HELP), 0;
     if (values.version) return io.stdout(`${SHIM_VERSION}\n`), 0;
     const command = positionals[0];
@@ -120,6 +116,8 @@ async function runCommand(
   io: MainIo,
 ): Promise<number> {
   const log = createLogger({ level: v.level, write: io.stderr });
+  // Loaded here so --help and systemd-unit stay quick (the link, Docker and host code are large).
+  const { joinServer, runShim } = await import("./shim/run.js");
   const sig = io.signal ? { signal: io.signal, dispose: () => {} } : signalsToAbort();
   try {
     if (command === "join") {
@@ -135,7 +133,7 @@ async function runCommand(
     return 0;
   } catch (e) {
     // Expected failures (no identity, bad token, fingerprint mismatch) get their message only.
-    if (e instanceof ShimError || e instanceof EnrollError || (e as { name?: string })?.name === "ConnectError") {
+    if (["ShimError", "EnrollError", "ConnectError"].includes((e as { name?: string })?.name ?? "")) {
       log.error(command === "join" ? "cannot join the server" : "cannot start", { error: e });
       return 1;
     }
