@@ -1,11 +1,35 @@
+// `dstack apply`: validate the configuration, show the plan, ask, upload the code, submit, and
+// (unless -d) attach. Fleets apply to the fleet service; volumes and gateways to theirs.
 import { readFile } from "node:fs/promises";
 import { resolve, relative } from "node:path";
 import type { Command } from "commander";
-import { parseConfiguration } from "@dstack/proto";
-import { CliError, readAll, type CliIO } from "../io.js";
+import { parseConfiguration, parseEnvItem, type AnyConfig, type FleetConfig, type RunConfig } from "@dstack/proto";
+import { isRunFinished, type Client } from "../client/client.js";
+import { DstackError } from "../client/errors.js";
+import { formatBytes } from "../client/code.js";
 import { formatConfigurationSummary } from "../format/configuration.js";
+import { formatRunPlan } from "../format/plan.js";
+import { runStatusText } from "../format/runs.js";
+import { CliError, confirm, readAll, type CliIO } from "../io.js";
+import { attachToRun } from "./attach.js";
+import {
+  addResourceFlags,
+  applyResourceFlags,
+  clientFor,
+  collect,
+  hasResourceFlags,
+  parseCount,
+  parseDurationFlag,
+  stdoutPalette,
+  withProject,
+  type ProjectOptions,
+  type ResourceFlags,
+} from "./common.js";
+import { ApplyAction } from "@dstack/proto/api";
 
-interface ApplyOptions {
+interface ApplyOptions extends ProjectOptions, ResourceFlags {
+  /** A path, or false for --no-repo. */
+  repo?: string | false;
   file?: string;
   yes?: boolean;
   detach?: boolean;
@@ -13,43 +37,187 @@ interface ApplyOptions {
   dryRun?: boolean;
   name?: string;
   env: string[];
+  maxOffers?: string;
+  maxPrice?: string;
+  maxDuration?: string;
 }
 
 const DEFAULT_FILE = ".dstack.yml";
 
-export function registerApply(program: Command, io: CliIO): void {
-  program
+export function registerApply(program: Command, io: CliIO, setExit: (code: number) => void): void {
+  const cmd = program
     .command("apply")
     .description("apply a configuration: a task, service, dev environment, fleet, volume or gateway")
-    .option("-f, --file <path>", `the configuration file (default: ./${DEFAULT_FILE}; - reads standard input)`)
+    .option("-f, --file <path>", `the configuration file (default: ./${DEFAULT_FILE}; - reads standard input, needs -y)`)
     .option("-y, --yes", "do not ask for confirmation")
     .option("-d, --detach", "exit after submitting instead of attaching")
-    .option("--force", "re-apply even if nothing changed")
-    .option("--dry-run", "validate the configuration and show the plan without submitting")
+    .option("--force", "re-submit even if an active run of the same name has no changes")
+    .option("--dry-run", "validate the configuration and show its summary without contacting the server")
     .option("-n, --name <name>", "override the configuration's name")
-    .option("-e, --env <KEY[=VALUE]>", "set an environment variable (repeatable)", collect, [])
-    .action(async (options: ApplyOptions) => {
-      await apply(options, io);
-    });
+    .option("-e, --env <KEY[=VALUE]>", "set an environment variable; KEY alone takes it from this shell (repeatable)", collect, [])
+    .option("--max-offers <n>", "number of offers to show in the plan (default 3)")
+    .option("--max-price <usd>", "maximum price per hour")
+    .option("--max-duration <duration>", "maximum run duration, e.g. 2h, or off")
+    .option("-P, --repo <path>", "the directory whose files the run gets (default: the current directory)")
+    .option("--no-repo", "do not upload any files");
+  addResourceFlags(cmd);
+  withProject(cmd);
+  cmd.action(async (options: ApplyOptions) => {
+    setExit(await apply(options, io));
+  });
 }
 
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-
-async function apply(options: ApplyOptions, io: CliIO): Promise<void> {
+async function apply(options: ApplyOptions, io: CliIO): Promise<number> {
   const { text, displayName } = await loadConfigurationText(options.file, io);
   const configuration = parseConfiguration(text, displayName);
-  if (options.name) configuration.name = options.name;
-  io.stdout.write(formatConfigurationSummary(configuration, displayName));
+  applyOverrides(configuration, options);
   if (options.dryRun) {
+    io.stdout.write(formatConfigurationSummary(configuration, displayName));
     io.stdout.write("Configuration is valid (dry run: nothing submitted).\n");
+    return 0;
+  }
+  if (options.file === "-" && !options.yes) {
+    throw new CliError("Reading the configuration from standard input leaves nothing to answer the confirmation with: pass -y.", 2);
+  }
+  const client = clientFor(io, options);
+  switch (configuration.type) {
+    case "task":
+    case "service":
+    case "dev-environment":
+      return applyRun(client, configuration, displayName, options, io);
+    case "fleet":
+      return applyFleet(client, configuration, displayName, options, io);
+    case "volume":
+    case "gateway":
+      throw new DstackError(
+        "unimplemented",
+        `This dstack CLI cannot apply ${configuration.type} configurations yet (the server has no ${configuration.type} service). ${displayName} is valid.`,
+      );
+  }
+}
+
+function applyOverrides(config: AnyConfig, options: ApplyOptions): void {
+  if (options.name) config.name = options.name;
+  if (config.type !== "task" && config.type !== "service" && config.type !== "dev-environment") {
+    if (hasResourceFlags(options) && config.type === "fleet") config.resources = applyResourceFlags(config.resources, options);
     return;
   }
-  throw new CliError(
-    "This dstack build cannot submit yet: it has no server connection. Use --dry-run to validate a configuration.",
-    2,
-  );
+  if (hasResourceFlags(options)) config.resources = applyResourceFlags(config.resources, options);
+  if (options.maxPrice !== undefined) {
+    const price = Number(options.maxPrice);
+    if (!(price > 0)) throw new CliError(`Invalid --max-price '${options.maxPrice}': expected a positive number of USD per hour`, 2);
+    config.maxPrice = price;
+  }
+  if (options.maxDuration !== undefined) config.maxDuration = options.maxDuration === "off" ? "off" : parseDurationFlag("--max-duration", options.maxDuration);
+}
+
+/** `-e` values and the configuration's bare env keys, resolved against this shell's environment. */
+function resolveEnv(config: RunConfig, options: ApplyOptions, io: CliIO): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of options.env) {
+    const { key, value } = parseEnvItem(item);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new CliError(`Invalid -e '${item}': expected KEY=VALUE or KEY`, 2);
+    const v = value ?? io.env[key];
+    if (v === undefined) throw new CliError(`-e ${key}: ${key} is not set in this shell; pass -e ${key}=VALUE`, 2);
+    out[key] = v;
+  }
+  const missing: string[] = [];
+  for (const key of config.env.fromCli) {
+    if (key in out) continue;
+    const v = io.env[key];
+    if (v === undefined) missing.push(key);
+    else out[key] = v;
+  }
+  if (missing.length > 0) {
+    throw new CliError(
+      `The configuration takes ${missing.join(", ")} from the environment, but ${missing.length === 1 ? "it is" : "they are"} not set. ` +
+        `Export ${missing.length === 1 ? "it" : "them"} or pass ${missing.map((k) => `-e ${k}=VALUE`).join(" ")}.`,
+      2,
+    );
+  }
+  return out;
+}
+
+async function applyRun(client: Client, config: RunConfig, displayName: string, options: ApplyOptions, io: CliIO): Promise<number> {
+  const p = stdoutPalette(io);
+  const env = resolveEnv(config, options, io);
+  // commander turns --no-repo into repo === false.
+  const repoDir = options.repo === false ? undefined : resolve(io.cwd, typeof options.repo === "string" ? options.repo : ".");
+  const input = { configuration: config, configurationPath: displayName, env, ...(repoDir ? { repoDir } : {}) };
+  const maxOffers = options.maxOffers !== undefined ? parseCount("--max-offers", options.maxOffers) : 3;
+
+  const plan = await client.runs.plan(input, { maxOffers: Math.max(maxOffers, 1) });
+  const noFleets = (plan.jobPlans[0]?.offers.length ?? 0) === 0 && (await client.fleets.list()).length === 0;
+  io.stdout.write(formatRunPlan(plan, config, { configurationPath: displayName, noFleets, palette: p, maxOffers }));
+
+  const name = plan.runSpec?.runName || config.name || "";
+  let question = name ? `Submit the run ${name}?` : "Submit a new run?";
+  const current = plan.currentResource;
+  let stopFirst: string | undefined;
+  if (current && !isRunFinished(current)) {
+    if (plan.action === ApplyAction.NONE && options.yes && !options.force) {
+      io.stdout.write(`Active run ${name} already exists (${runStatusText(current)}) and nothing changed. Use --force to re-submit it anyway.\n`);
+      return 0;
+    }
+    io.stdout.write(`Active run ${name} already exists (${runStatusText(current)}).\n`);
+    question = "Stop and override the run?";
+    stopFirst = name;
+  }
+  if (!(await confirm(io, question, { yes: options.yes ?? false }))) {
+    io.stdout.write("\nExiting...\n");
+    return 0;
+  }
+  if (stopFirst) await stopAndWait(client, stopFirst);
+
+  let repoCodeHash: string | undefined;
+  if (repoDir) {
+    const code = await client.runs.uploadCode(repoDir);
+    repoCodeHash = code.hash;
+    if (io.stderr.isTTY) io.stderr.write(p.dim(`Uploaded ${code.files.length} files (${formatBytes(code.bytes)})${code.alreadyExists ? ", unchanged" : ""}\n`));
+  }
+  const run = await client.runs.apply(stopFirst ? { ...input, ...(repoCodeHash ? { repoCodeHash } : {}) } : plan, {
+    ...(repoCodeHash ? { repoCodeHash } : {}),
+    force: options.force ?? false,
+  });
+  const runName = run.runSpec?.runName ?? name;
+  if (options.detach) {
+    io.stdout.write(`Run ${runName} submitted, detaching...\n`);
+    return 0;
+  }
+  io.stdout.write(`Run ${runName} submitted. Attaching (Ctrl-C detaches; the run goes on)...\n`);
+  return attachToRun(client, runName, io);
+}
+
+async function stopAndWait(client: Client, name: string): Promise<void> {
+  await client.runs.stop(name);
+  const ac = new AbortController();
+  try {
+    for await (const u of client.runs.watch([name], { signal: ac.signal, includeJobs: false })) {
+      if (u.run && isRunFinished(u.run)) break;
+    }
+  } finally {
+    ac.abort();
+  }
+}
+
+async function applyFleet(client: Client, config: FleetConfig, displayName: string, options: ApplyOptions, io: CliIO): Promise<number> {
+  io.stdout.write(formatConfigurationSummary(config, displayName));
+  if (!config.name) throw new CliError(`${displayName}: a fleet needs a name (set \`name:\` or pass -n NAME)`, 2);
+  let exists = false;
+  try {
+    await client.fleets.get(config.name);
+    exists = true;
+  } catch (e) {
+    if (!(e instanceof DstackError && e.kind === "not_found")) throw e;
+  }
+  const question = exists ? `Update the fleet ${config.name}?` : `Create the fleet ${config.name}?`;
+  if (!(await confirm(io, question, { yes: options.yes ?? false }))) {
+    io.stdout.write("\nExiting...\n");
+    return 0;
+  }
+  const fleet = await client.fleets.apply(config, { configurationPath: displayName, force: options.force ?? false });
+  io.stdout.write(`Fleet ${fleet.name} ${exists ? "updated" : "created"}.\n`);
+  return 0;
 }
 
 async function loadConfigurationText(file: string | undefined, io: CliIO): Promise<{ text: string; displayName: string }> {
@@ -65,11 +233,11 @@ async function loadConfigurationText(file: string | undefined, io: CliIO): Promi
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT") {
-      throw new CliError(
-        file ? `${displayName}: no such file` : `No ${DEFAULT_FILE} in ${io.cwd}: pass the configuration with -f FILE`,
-      );
+      throw new CliError(file ? `${displayName}: no such file` : `No ${DEFAULT_FILE} in ${io.cwd}: pass the configuration with -f FILE`, 2);
     }
-    if (code === "EISDIR") throw new CliError(`${displayName}: is a directory, not a configuration file`);
+    if (code === "EISDIR") throw new CliError(`${displayName}: is a directory, not a configuration file`, 2);
     throw new CliError(`${displayName}: cannot read (${code ?? String(error)})`);
   }
 }
+
+export { loadConfigurationText };

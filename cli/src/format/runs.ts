@@ -1,0 +1,170 @@
+// Runs as `dstack ps` and `dstack apply` show them: status words ("retrying", "no fleets",
+// "exited (1)"), the runs table, and the final message after attaching.
+import { JobStatus, JobTerminationReason, RetryEvent, RunStatus, RunTerminationReason, type Job, type JobSubmission, type Run } from "@dstack/proto/api";
+import { isJobFinished, isRunFinished, latestSubmission } from "../client/client.js";
+import { formatBackend, formatInstanceResources, formatPrice, prettyDate } from "./resources.js";
+import { noColor, type Palette } from "./style.js";
+import { renderTable, type Cell, type Column, type Row } from "./table.js";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+
+const lower = (e: Record<number, string>, v: number) => (e[v] ?? "unknown").toLowerCase();
+
+/** dstack's job status message: "exited (1)", "no fleets", "no capacity", "stopped", "aborted", or the status. */
+export function jobStatusText(s: JobSubmission | undefined): string {
+  if (!s) return "-";
+  if (s.statusMessage) return s.statusMessage;
+  switch (s.status) {
+    case JobStatus.DONE:
+      return "exited (0)";
+    case JobStatus.FAILED:
+      switch (s.terminationReason) {
+        case JobTerminationReason.CONTAINER_EXITED_WITH_ERROR:
+          return `exited (${s.exitStatus ?? "?"})`;
+        case JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY:
+          return s.terminationReasonMessage.includes("No matching fleet found") ? "no fleets" : "no capacity";
+        case JobTerminationReason.INTERRUPTED_BY_NO_CAPACITY:
+          return "interrupted";
+        default:
+          return "error";
+      }
+    case JobStatus.TERMINATED:
+      if (s.terminationReason === JobTerminationReason.TERMINATED_BY_USER) return "stopped";
+      if (s.terminationReason === JobTerminationReason.ABORTED_BY_USER) return "aborted";
+      return "terminated";
+    default:
+      return lower(JobStatus, s.status);
+  }
+}
+
+function retriesOnNoCapacity(run: Run, job: Job | undefined): boolean {
+  const onEvents = job?.jobSpec?.retry?.onEvents ?? [];
+  if (onEvents.includes(RetryEvent.NO_CAPACITY)) return true;
+  const c = run.runSpec?.configuration?.kind;
+  const retry = c && c.case && "base" in c.value ? c.value.base?.profile?.retry : undefined;
+  return retry?.onEvents.includes(RetryEvent.NO_CAPACITY) ?? false;
+}
+
+/** dstack's run status message: the job's words once finished, "retrying"/"pulling" when they apply, else the status. */
+export function runStatusText(run: Run): string {
+  if (isRunFinished(run)) {
+    // A run the user stopped says so, even if its last job had failed before (e.g. while retrying).
+    if (run.terminationReason === RunTerminationReason.STOPPED_BY_USER) return "stopped";
+    if (run.terminationReason === RunTerminationReason.ABORTED_BY_USER) return "aborted";
+    const sub = run.latestJobSubmission ?? latestSubmission(run);
+    return sub ? jobStatusText(sub) : lower(RunStatus, run.status);
+  }
+  if (run.statusMessage) return run.statusMessage;
+  const lastSubs = run.jobs.map((j) => j.jobSubmissions[j.jobSubmissions.length - 1]).filter((s): s is JobSubmission => !!s);
+  if (lastSubs.length > 0 && lastSubs.every((s) => s.status === JobStatus.PULLING)) return "pulling";
+  if (run.status === RunStatus.SUBMITTED || run.status === RunStatus.PENDING) {
+    const latest = run.latestJobSubmission;
+    const failedNoCapacity = (s: JobSubmission | undefined) => s?.terminationReason === JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY;
+    if (run.jobs.length > 0 ? run.jobs.some((j) => failedNoCapacity(j.jobSubmissions.findLast((s) => s.terminationReason !== 0)) && retriesOnNoCapacity(run, j)) : failedNoCapacity(latest) && retriesOnNoCapacity(run, undefined)) {
+      return "retrying";
+    }
+  }
+  return lower(RunStatus, run.status);
+}
+
+export function runName(run: Run): string {
+  return run.runSpec?.runName ?? "";
+}
+
+function statusStyle(p: Palette, finished: boolean, text: string, status: RunStatus | JobStatus, isJob: boolean) {
+  if (text === "no capacity" || text === "interrupted" || text === "retrying") return p.yellow;
+  if (text === "no fleets" || text === "error" || text.startsWith("exited (") && text !== "exited (0)") return p.red;
+  if (finished) return p.dim;
+  const running = isJob ? status === JobStatus.RUNNING || status === JobStatus.PULLING : status === RunStatus.RUNNING;
+  return (s: string) => p.bold(running ? p.green(s) : p.blue(s));
+}
+
+export interface RunsTableOptions {
+  verbose?: boolean;
+  palette?: Palette;
+  now?: Date;
+}
+
+/**
+ * `dstack ps`: NAME, BACKEND, RESOURCES, PRICE, STATUS, SUBMITTED (+ INSTANCE TYPE and ERROR
+ * with verbose). A single-job run is one row; multi-job runs get a row per job under the run.
+ */
+export function formatRunsTable(runs: Run[], opts: RunsTableOptions = {}): string {
+  const p = opts.palette ?? noColor;
+  const verbose = opts.verbose ?? false;
+  const columns: Column[] = [
+    { header: "NAME" },
+    { header: "BACKEND" },
+    { header: "RESOURCES" },
+    ...(verbose ? [{ header: "INSTANCE TYPE" }] : []),
+    { header: "PRICE" },
+    { header: "STATUS" },
+    { header: "SUBMITTED" },
+    ...(verbose ? [{ header: "ERROR" }] : []),
+  ];
+  const rows: Row[] = [];
+  const date = (t: Parameters<typeof timestampDate>[0] | undefined) => prettyDate(t ? timestampDate(t) : undefined, opts.now);
+  for (const run of runs) {
+    const finished = isRunFinished(run);
+    const runStatus = runStatusText(run);
+    const runRow: Record<string, Cell> = {
+      NAME: { text: runName(run), style: p.bold },
+      BACKEND: { text: "-" },
+      RESOURCES: { text: "-" },
+      "INSTANCE TYPE": { text: "-" },
+      PRICE: { text: "-" },
+      STATUS: { text: runStatus, style: statusStyle(p, finished, runStatus, run.status, false) },
+      SUBMITTED: { text: date(run.submittedAt), style: p.dim },
+      ERROR: { text: run.error },
+    };
+    const jobs = run.jobs.length > 0 ? run.jobs : run.latestJobSubmission ? [{ jobSpec: undefined, jobSubmissions: [run.latestJobSubmission] } as unknown as Job] : [];
+    const merge = jobs.length <= 1;
+    if (!merge) rows.push(columns.map((c) => runRow[c.header] ?? { text: "" }));
+    const showReplica = new Set(jobs.map((j) => j.jobSpec?.replicaNum ?? 0)).size > 1;
+    for (const job of jobs) {
+      const sub = job.jobSubmissions[job.jobSubmissions.length - 1];
+      const pd = sub?.jobProvisioningData;
+      const r = pd?.instanceType?.resources;
+      const jobStatus = jobStatusText(sub);
+      const nameParts = [showReplica ? `replica=${job.jobSpec?.replicaNum ?? 0}` : "", `job=${job.jobSpec?.jobNum ?? 0}`].filter(Boolean);
+      const row: Record<string, Cell> = {
+        NAME: { text: `   ${nameParts.join(" ")}` },
+        BACKEND: { text: pd ? formatBackend(pd.backend, pd.region) : "-", style: p.dim },
+        RESOURCES: { text: pd ? formatInstanceResources(r) : "-", style: p.dim },
+        "INSTANCE TYPE": { text: pd?.instanceType?.name || pd?.instanceName || "-", style: p.dim },
+        PRICE: { text: pd ? formatPrice(pd.price, r?.spot) : "-", style: p.dim },
+        STATUS: { text: jobStatus, style: sub ? statusStyle(p, isJobFinished(sub.status), jobStatus, sub.status, true) : p.dim },
+        SUBMITTED: { text: date(sub?.submittedAt), style: p.dim },
+        ERROR: { text: sub ? sub.error || (sub.terminationReason ? lower(JobTerminationReason, sub.terminationReason) : "") : "" },
+      };
+      if (merge) {
+        row.NAME = runRow.NAME!;
+        row.SUBMITTED = runRow.SUBMITTED!;
+        row.STATUS = runRow.STATUS!;
+        if (run.error) row.ERROR = runRow.ERROR!;
+      }
+      rows.push(columns.map((c) => row[c.header] ?? { text: "" }));
+    }
+    if (jobs.length === 0) rows.push(columns.map((c) => runRow[c.header] ?? { text: "" }));
+  }
+  return renderTable(columns, rows, { headerStyle: p.bold });
+}
+
+/**
+ * The line `dstack apply` prints when an attached run ends, e.g. "Exited (0)" or
+ * "Failed: exited (3)", plus the termination details and where to look next.
+ */
+export function formatFinishedMessage(run: Run): { text: string; ok: boolean } {
+  const sub = run.latestJobSubmission ?? latestSubmission(run);
+  const status = jobStatusText(sub);
+  const cap = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
+  if (run.status === RunStatus.DONE) return { text: `${cap(status)}\n`, ok: true };
+  let text = `${cap(status)}`;
+  const error = sub?.error || run.error;
+  if (error) text += ` (${error})`;
+  text += "\n";
+  if (sub?.terminationReasonMessage) text += `${sub.terminationReasonMessage}\n`;
+  if (sub?.terminationReason && sub.terminationReason !== JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY && run.status === RunStatus.FAILED) {
+    text += `Check \`dstack logs -d ${runName(run)}\` for more details.\n`;
+  }
+  return { text, ok: false };
+}
