@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { LogService, LogStream, PushResponseSchema, type LogEntry, type PushRequest } from "@dstack/proto/agent";
+import { LogEntrySchema, LogService, LogStream, PushResponseSchema, type LogEntry, type PushRequest } from "@dstack/proto/agent";
 import { afterEach, describe, expect, it } from "vitest";
 import { LogPusher } from "./pusher.js";
 
@@ -165,7 +165,7 @@ describe("LogPusher", () => {
   it("follows the server's count when it already holds more than this spool numbered", async () => {
     const server = await new LogServer().listen();
     closers.push(() => server.close());
-    for (let i = 0; i < 5; i++) server.stored.push({ data: Buffer.from(`old${i}\n`) } as LogEntry);
+    for (let i = 0; i < 5; i++) server.stored.push(create(LogEntrySchema, { data: Buffer.from(`old${i}\n`) }));
     const p = pusherFor(() => server.port, mkdtempSync(join(tmpdir(), "pusher-"))).start();
     p.append(LogStream.STDOUT, Buffer.from("new0\n"));
     p.append(LogStream.STDOUT, Buffer.from("new1\n"));
