@@ -118,6 +118,7 @@ async function runCommand(
   const log = createLogger({ level: v.level, write: io.stderr });
   // Loaded here so --help and systemd-unit stay quick (the link, Docker and host code are large).
   const { joinServer, runShim } = await import("./shim/run.js");
+  const { defaultExtensions } = await import("./shim/extensions.js");
   const sig = io.signal ? { signal: io.signal, dispose: () => {} } : signalsToAbort();
   try {
     if (command === "join") {
@@ -129,6 +130,7 @@ async function runCommand(
       log,
       signal: sig.signal,
       runnerBundleDir: v["runner-bundle"] ? resolve(v["runner-bundle"]) : undefined,
+      extensions: defaultExtensions(),
     });
     return 0;
   } catch (e) {

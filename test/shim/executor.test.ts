@@ -1,6 +1,6 @@
 // The shim's Docker task executor against the real engine: exits and their reasons, graceful and
 // forced stops, pull failures, bridge ports, idempotent submit, removal, GPU locks, the runner mount.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -204,6 +204,8 @@ describe("shim: Docker task executor", () => {
     const { ex, events, home } = await startExecutor({ runnerBundleDir: bundle });
     const t = task("unused", {
       networkMode: TaskNetworkMode.BRIDGE,
+      // Not root: the task folder is handed to this uid so the runner can keep its identity there.
+      containerUser: "1000:1000",
       runner: { joinToken: "join-123", agentUrl: "https://127.0.0.1:3001", caCertificatePem: "-----BEGIN CERTIFICATE-----" },
     });
     ex.submit(t);
@@ -216,6 +218,7 @@ describe("shim: Docker task executor", () => {
     expect(logs).toContain('"agentUrl": "https://host.docker.internal:3001"');
     // The task folder is writable from inside (the runner keeps its identity there).
     expect(existsSync(join(home, "tasks", t.taskId, "written-by-runner"))).toBe(true);
+    expect(statSync(join(home, "tasks", t.taskId)).uid).toBe(1000);
     const i = await c.inspect();
     expect(i.Config.Entrypoint).toEqual(["/dstack/runner/lib/ld-linux-x86-64.so.2", "--library-path", "/dstack/runner/lib", "/dstack/runner/bin/node", "/dstack/runner/runner.js", "--home", "/dstack/task"]);
     expect(i.HostConfig.ExtraHosts).toEqual(["host.docker.internal:host-gateway"]);

@@ -81,6 +81,7 @@ export class TaskEvents {
  */
 export function fakeRunnerBundle(): string {
   const dir = mkdtempSync(join(tmpdir(), "fake-runner-bundle-"));
+  chmodSync(dir, 0o755); // mkdtemp makes it 0700; a non-root container user must read it
   mkdirSync(join(dir, "lib"));
   mkdirSync(join(dir, "bin"));
   const loader = join(dir, "lib/ld-linux-x86-64.so.2");

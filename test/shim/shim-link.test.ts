@@ -150,5 +150,17 @@ describe("shim: the dstack-shim process on a real link", () => {
     const lines = again.stderr.join("").trim().split("\n");
     for (const l of lines) expect(JSON.parse(l)).toMatchObject({ time: expect.any(String), level: expect.any(String), msg: expect.any(String) });
     expect(lines.some((l) => JSON.parse(l).msg === "stopping; task containers keep running")).toBe(true);
+
+    // The server's shutdown command: refused while a task runs unless forced; the shim then exits 0.
+    const third = startShim(["run", "--home", home]);
+    shims.push(third);
+    const report3 = await nextReport(2);
+    expect(report3.tasks.find((t) => t.taskId === job3)?.state).toBe(TaskState.RUNNING);
+    const link3 = f.mesh.links.shim(instanceId);
+    expect((await link3.call({ case: "ping", value: {} as never })).agentTime).toBeDefined();
+    await expect(link3.call({ case: "shutdown", value: { force: false } as never })).rejects.toThrow(/1 task\(s\) still running/);
+    await link3.call({ case: "shutdown", value: { force: true } as never });
+    expect(await third.exited).toBe(0);
+    expect((await docker().getContainer(r3.containerId).inspect()).State.Running).toBe(true);
   });
 });

@@ -25,7 +25,7 @@ import { GpuLocks, type ExecutorGpu } from "./gpu-locks.js";
 import { mustPull, pullImage, PullError, type PullProgressState } from "./image.js";
 import { LABEL_INSTANCE, LABEL_TASK, parseRecord, taskLabels, type RecoveryRecord } from "./labels.js";
 import { lastLogLines } from "./logs.js";
-import { agentUrlForContainer, checkRunnerBundle, defaultRunnerBundleDir, writeTaskDir } from "./runner-bundle.js";
+import { agentUrlForContainer, checkRunnerBundle, defaultRunnerBundleDir, numericUser, writeTaskDir } from "./runner-bundle.js";
 import { TaskFiles, type TerminationRequest } from "./task-files.js";
 
 export interface TaskExecutorOptions {
@@ -246,12 +246,13 @@ export class TaskExecutor {
           throw new StepError(JobTerminationReason.CREATING_CONTAINER_ERROR, dockerMessage(e));
         }
         const url = agentUrlForContainer(cmd.runner.agentUrl, bridge);
-        const taskDir = writeTaskDir(this.files.tasksDir, t.id, {
-          joinToken: cmd.runner.joinToken,
-          agentUrl: url.agentUrl,
-          caCertificatePem: cmd.runner.caCertificatePem,
-          ...(url.servername ? { servername: url.servername } : {}),
-        });
+        let taskDir: string;
+        try {
+          const boot = { joinToken: cmd.runner.joinToken, agentUrl: url.agentUrl, caCertificatePem: cmd.runner.caCertificatePem, ...(url.servername ? { servername: url.servername } : {}) };
+          taskDir = writeTaskDir(this.files.tasksDir, t.id, boot, numericUser(cmd.containerUser));
+        } catch (e) {
+          throw new StepError(JobTerminationReason.EXECUTOR_ERROR, `cannot prepare the task folder: ${dockerMessage(e)}`);
+        }
         runner = { bundleDir: this.runnerBundleDir, taskDir };
       }
       if (stopped()) return this.finishStopped(t);

@@ -10,5 +10,5 @@ export type { PullOptions, PullProgressState } from "./image.js";
 export { LABEL_INSTANCE, LABEL_TASK, LABEL_RECORD, parseRecord, taskLabels } from "./labels.js";
 export type { RecoveryRecord } from "./labels.js";
 export { demuxDockerStream, lastLogLines } from "./logs.js";
-export { RUNNER_ENTRYPOINT, RUNNER_MOUNT, TASK_MOUNT, agentUrlForContainer, checkRunnerBundle, defaultRunnerBundleDir, writeTaskDir } from "./runner-bundle.js";
+export { RUNNER_ENTRYPOINT, RUNNER_MOUNT, TASK_MOUNT, agentUrlForContainer, checkRunnerBundle, defaultRunnerBundleDir, numericUser, writeTaskDir } from "./runner-bundle.js";
 export type { RunnerBootstrapFile } from "./runner-bundle.js";

@@ -2,7 +2,7 @@
 // bundled runner) mounted into any image and started through the loader, so the image needs
 // neither Node nor glibc. Each task also gets a private folder with what the runner needs to
 // enroll (bootstrap.json), which doubles as the runner's home.
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -65,15 +65,27 @@ export function agentUrlForContainer(agentUrl: string, bridge: boolean): { agent
   return { agentUrl: u.toString().replace(/\/$/, agentUrl.endsWith("/") ? "/" : ""), servername };
 }
 
-/** Creates `<tasksDir>/<taskId>/` (0700) with bootstrap.json (0600); returns the folder. */
-export function writeTaskDir(tasksDir: string, taskId: string, bootstrap: RunnerBootstrapFile | null): string {
+/** "1000" or "1000:1000" → ids; a user name cannot be resolved outside the image: null. */
+export function numericUser(containerUser: string): { uid: number; gid: number } | null {
+  const m = /^(\d+)(?::(\d+))?$/.exec(containerUser.trim());
+  return m ? { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) } : null;
+}
+
+/**
+ * Creates `<tasksDir>/<taskId>/` (0700) with bootstrap.json (0600); returns the folder. `owner`
+ * hands both to a numeric container user, so a runner that is not root can still use its home.
+ */
+export function writeTaskDir(tasksDir: string, taskId: string, bootstrap: RunnerBootstrapFile | null, owner: { uid: number; gid: number } | null = null): string {
   const dir = join(tasksDir, taskId);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
+  const paths = [dir];
   if (bootstrap) {
     const file = join(dir, "bootstrap.json");
     writeFileSync(file, JSON.stringify(bootstrap, null, 1) + "\n", { mode: 0o600 });
     chmodSync(file, 0o600);
+    paths.push(file);
   }
+  if (owner && (owner.uid !== process.getuid?.() || owner.gid !== process.getgid?.())) for (const p of paths) chownSync(p, owner.uid, owner.gid);
   return dir;
 }

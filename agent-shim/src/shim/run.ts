@@ -4,7 +4,7 @@ import { hostname } from "node:os";
 import { readFileSync } from "node:fs";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { GpuVendor, TaskState, type HostInfo } from "@dstack/proto/agent";
-import { connectLink, enroll, IdentityStore, type BackoffOptions, type LinkClient } from "@dstack/proto/link";
+import { connectLink, enroll, IdentityStore, type BackoffOptions, type CommandHandlers, type LinkClient, type StoredIdentity } from "@dstack/proto/link";
 import { TaskExecutor, type TaskExecutorOptions } from "../docker/executor.js";
 import type { ExecutorGpu } from "../docker/gpu-locks.js";
 import { collectHostReport, type HostReport } from "../host/index.js";
@@ -50,6 +50,20 @@ export async function joinServer(o: JoinOptions): Promise<string> {
   return id.agentId;
 }
 
+/** What a shim extension (SSH server, tunnels) gets to work with. */
+export interface ShimContext {
+  executor: TaskExecutor;
+  identity: StoredIdentity;
+  home: string;
+  log: Logger;
+}
+
+/** Extra command handlers (e.g. openTunnel) and what to stop when the shim stops. */
+export interface ShimExtension {
+  handlers?: CommandHandlers<"shim">;
+  close?: () => Promise<void> | void;
+}
+
 export interface RunShimOptions {
   home: string;
   log: Logger;
@@ -60,6 +74,8 @@ export interface RunShimOptions {
   gpus?: ExecutorGpu[];
   backoff?: Partial<BackoffOptions>;
   executor?: Partial<TaskExecutorOptions>;
+  /** Started after the executor, before the link; their handlers join the built-in ones. */
+  extensions?: ((ctx: ShimContext) => ShimExtension | Promise<ShimExtension>)[];
 }
 
 /** Host facts are gathered at most this often (GPU tools are slow); getHostInfo always refreshes. */
@@ -111,6 +127,9 @@ export async function runShim(o: RunShimOptions): Promise<void> {
   const adopted = executor.list();
   if (adopted.length > 0) log.info("adopted tasks from container labels", { tasks: adopted.map((t) => t.taskId) });
 
+  const extensions: ShimExtension[] = [];
+  for (const ext of o.extensions ?? []) extensions.push(await ext({ executor, identity, home: o.home, log }));
+
   const stop = new AbortController();
   const onSignal = () => stop.abort(o.signal.reason);
   if (o.signal.aborted) onSignal();
@@ -121,14 +140,17 @@ export async function runShim(o: RunShimOptions): Promise<void> {
     home: o.home,
     backoff: o.backoff,
     stateReport: async () => ({ agentVersion: SHIM_VERSION, startedAt, hostInfo: await hostInfo(false), tasks: executor.list() }),
-    handlers: shimHandlers({
-      executor,
-      hostInfo: () => hostInfo(true),
-      shutdown: () => {
-        log.info("shutdown requested by the server");
-        stop.abort(new Error("shutdown command"));
-      },
-    }),
+    handlers: Object.assign(
+      shimHandlers({
+        executor,
+        hostInfo: () => hostInfo(true),
+        shutdown: () => {
+          log.info("shutdown requested by the server");
+          stop.abort(new Error("shutdown command"));
+        },
+      }),
+      ...extensions.map((e) => e.handlers ?? {}),
+    ),
   });
   link.on("connected", (c) => log.info("link up", { server: identity.serverUrl, link: c.linkId, attempt: c.attempt }));
   link.on("disconnected", (e) => log.warn("link down", { error: e }));
@@ -140,5 +162,6 @@ export async function runShim(o: RunShimOptions): Promise<void> {
   o.signal.removeEventListener("abort", onSignal);
   log.info("stopping; task containers keep running", { tasks: executor.list().filter((t) => t.state !== TaskState.TERMINATED).length });
   await link.close();
+  for (const e of extensions.reverse()) await Promise.resolve(e.close?.()).catch((err: unknown) => log.warn("an extension failed to stop", { error: err }));
   await executor.close();
 }
