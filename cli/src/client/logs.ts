@@ -101,6 +101,7 @@ export async function* followLogs(source: LogSource, opts: FollowOptions = {}): 
         failures = 0;
         if (batch.submissionId && submission === undefined) submission = batch.submissionId;
         for (const entry of batch.entries) {
+          if (signal.aborted) return;
           const t = entry.timestamp.getTime();
           if (lastTs !== undefined && t < lastTs) continue;
           if (lastTs !== undefined && t === lastTs && skipAtLastTs > 0) {
