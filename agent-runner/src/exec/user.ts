@@ -94,7 +94,7 @@ export function resolveUser(
     if (!g) throw new UserError(`group '${want.groupname}' does not exist in the image (/etc/group has no such entry); give a numeric gid instead`);
     gid = g.gid;
   } else gid = entry?.gid ?? (want?.uid !== undefined ? uid : self.gid);
-  const username = entry?.name ?? want?.username ?? (uid === 0 ? "root" : String(uid));
+  const username = entry?.name || want?.username || (uid === 0 ? "root" : String(uid));
   const home = entry?.home || (uid === 0 ? "/root" : "/");
   return { uid, gid, username, home };
 }

@@ -191,7 +191,7 @@ export class Job {
     if (repo?.type === RunnerRepoType.REMOTE) {
       const diff = code?.sha256 ? await this.download(code.sha256, Number(code.sizeBytes)) : undefined;
       this.deps.diag(`cloning ${repo.cloneUrl.replace(/\/\/[^@/]*@/, "//")} into ${this.repoDir}`);
-      const how = await prepareGitRepo(repo, this.repoDir, { diffFile: diff, keyDir: this.deps.scratchDir, env: { ...process.env, HOME: this.user.home }, log: (t) => this.deps.output(LogStream.RUNNER, Buffer.from(t)) });
+      const how = await prepareGitRepo(repo, this.repoDir, { diffFile: diff, keyDir: this.deps.scratchDir, env: { ...(this.deps.containerEnv ?? process.env), HOME: this.user.home }, log: (t) => this.deps.output(LogStream.RUNNER, Buffer.from(t)) });
       if (how === "skipped") this.deps.diag(`${this.repoDir} exists; keeping it (if_exists: skip)`);
       else if (owner.uid !== 0) await chownTree(this.repoDir, owner);
       return;
