@@ -73,13 +73,35 @@ export async function fetchPinnedCa(serverUrl: string, caSha256: string, servern
   );
 }
 
+/**
+ * HTTP/2 flow-control windows on the agent port, both ends. Node keeps the spec's 64 KiB for the
+ * connection unless told otherwise, which caps everything an agent sends or receives at 64 KiB per
+ * round trip (≈1.3 MB/s at 50 ms): tunnels (scp over `ssh <run>`) and logs need more. The stream
+ * window also bounds what one stalled stream can leave buffered at the receiver.
+ */
+export const AGENT_PORT_WINDOWS = { streamBytes: 1 << 20, connectionBytes: 8 << 20 } as const;
+
+/** Opens the connection-level window of each session it makes (Node has no option for it). */
+class WideWindowSessionManager extends Http2SessionManager {
+  private readonly widened = new WeakSet<object>();
+  override async request(...args: Parameters<Http2SessionManager["request"]>): ReturnType<Http2SessionManager["request"]> {
+    const stream = await super.request(...args);
+    const s = stream.session;
+    if (s && !this.widened.has(s)) {
+      this.widened.add(s);
+      s.setLocalWindowSize(AGENT_PORT_WINDOWS.connectionBytes);
+    }
+    return stream;
+  }
+}
+
 /** A gRPC transport on its own HTTP/2 session, so the caller decides when the connection ends. */
 export function agentTransport(serverUrl: string, tls: { caPem: string; certPem?: string; keyPem?: string; servername?: string }): { transport: Transport; session: Http2SessionManager } {
-  const session = new Http2SessionManager(
+  const session = new WideWindowSessionManager(
     serverUrl,
     // HTTP/2 PING proves the socket alive (30 s, 15 s timeout: anchors §3.2); app heartbeats prove the agent.
     { pingIntervalMs: 30_000, pingTimeoutMs: 15_000, pingIdleConnection: true },
-    { ca: tls.caPem, cert: tls.certPem, key: tls.keyPem, servername: tls.servername },
+    { ca: tls.caPem, cert: tls.certPem, key: tls.keyPem, servername: tls.servername, settings: { initialWindowSize: AGENT_PORT_WINDOWS.streamBytes } },
   );
   return { transport: createGrpcTransport({ baseUrl: serverUrl, sessionManager: session }), session };
 }

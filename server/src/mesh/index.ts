@@ -6,7 +6,7 @@ import type { TLSSocket } from "node:tls";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { TunnelService } from "@dstack/proto/agent";
-import type { AgentKindName } from "@dstack/proto/link";
+import { AGENT_PORT_WINDOWS, type AgentKindName } from "@dstack/proto/link";
 import type { Orm } from "../db/database.js";
 import { Fleet, Instance, Job, build } from "../db/entities.js";
 import type { Settings } from "../settings.js";
@@ -104,7 +104,7 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
   const handler = connectNodeAdapter({
     routes: (router) => {
       routes(router);
-      router.service(TunnelService, tunnels.service());
+      router.service(TunnelService, tunnels.service(), TunnelBroker.handlerOptions);
     },
     contextValues: (req) => createContextValues().set(kPeer, peerFromSocket(req.socket as TLSSocket)),
   });
@@ -116,12 +116,14 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
       requestCert: true,
       rejectUnauthorized: false,
       allowHTTP1: false,
+      settings: { initialWindowSize: AGENT_PORT_WINDOWS.streamBytes }, // see AGENT_PORT_WINDOWS
     },
     handler,
   );
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
     sessions.add(s);
+    s.setLocalWindowSize(AGENT_PORT_WINDOWS.connectionBytes);
     s.on("close", () => sessions.delete(s));
   });
   return {

@@ -12,6 +12,7 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { UniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import { OpenResponseSchema, OpenTunnelCommandSchema, TunnelTarget, type OpenRequest, type OpenResponse, type TunnelService } from "@dstack/proto/agent";
 import { TunnelDuplex, type TunnelFrame } from "@dstack/proto/link";
 import { meshErr } from "./errors.js";
@@ -184,6 +185,12 @@ export class TunnelBroker {
       ctx.signal.removeEventListener("abort", onAbort);
     }
   }
+
+  /**
+   * Handler options for TunnelService: no compression. Tunnel bytes are mostly encrypted (SSH) or
+   * already compressed, and gzip would cost more CPU than everything else on the path.
+   */
+  static readonly handlerOptions: Partial<UniversalHandlerOptions> = { acceptCompression: [] };
 
   /** The TunnelService implementation for the agent port's router. */
   service(): Partial<ServiceImpl<typeof TunnelService>> {
