@@ -48,7 +48,7 @@ export async function startTaskContainer(image: string, networkMode: "host" | "b
   return {
     container,
     id: container.id,
-    ip: info.NetworkSettings.IPAddress ?? "",
+    ip: info.NetworkSettings.Networks[networkMode]?.IPAddress ?? "",
     remove: () => container.remove({ force: true, v: true }).then(() => undefined, () => undefined),
   };
 }

@@ -29,6 +29,9 @@ export const SSH_SERVER_DEFAULTS = {
   forwardConnectTimeoutMs: 10_000,
 } as const;
 
+/** How long a connection being ended may take to flush its DISCONNECT before it is destroyed. */
+const END_GRACE_MS = 2_000;
+
 /** The software name in the SSH identification string ("SSH-2.0-dstack_shim"). */
 const IDENT = "dstack_shim";
 
@@ -73,6 +76,7 @@ export function createShimSshServer(options: ShimSshServerOptions): ShimSshServe
   }
 
   function handleConnection(socket: Duplex, ctx: ConnectionContext = {}): void {
+    socket.on("error", () => undefined); // the connection's own handlers report what matters
     if (closing || unauthenticatedCount() >= cfg.maxUnauthenticated) {
       if (!closing) logger.warn("ssh connection dropped: too many connections authenticating", { remote: ctx.remoteAddress });
       socket.destroy();
@@ -107,7 +111,6 @@ export function createShimSshServer(options: ShimSshServerOptions): ShimSshServe
       if (!socket.writableEnded) socket.end();
     });
     socket.once("close", () => cleanup(state));
-    socket.on("error", () => undefined);
 
     const server = new Server(
       {
@@ -129,6 +132,9 @@ export function createShimSshServer(options: ShimSshServerOptions): ShimSshServe
       // routine; anything else is worth a warning.
       const routine = err.level === "socket" || err.level === "client-timeout" || err.message.startsWith("Handshake failed");
       (routine ? logger.info : logger.warn)("ssh connection error", { remote: state.ctx.remoteAddress, error: err.message });
+      // ssh2 only ends its side after a keepalive timeout or a protocol error; a dead peer would
+      // keep the stream (and the sessions on it) open, so drop it.
+      if (err.level !== "socket") endConnection(state);
     });
     client.on("authentication", (auth: AuthContext) => void authenticate(state, auth));
     client.on("ready", () => {
@@ -256,13 +262,19 @@ export function createShimSshServer(options: ShimSshServerOptions): ShimSshServe
   }
 
   function endConnection(state: ConnState): void {
+    if (state.closed) return;
+    const { socket } = state;
     try {
-      state.client?.end();
+      state.client?.end(); // sends DISCONNECT, ends the stream's write side
     } catch {
       // already gone
     }
-    // Give the disconnect message a turn to be written, then drop the stream whatever the peer does.
-    setImmediate(() => state.socket.destroy());
+    // Drop the stream once the DISCONNECT is out, whatever the peer does (it may be dead).
+    const timer = setTimeout(() => socket.destroy(), END_GRACE_MS);
+    timer.unref();
+    socket.once("close", () => clearTimeout(timer));
+    if (socket.writableFinished || !socket.writable) socket.destroy();
+    else socket.end(() => socket.destroy());
   }
 
   function cleanup(state: ConnState): void {

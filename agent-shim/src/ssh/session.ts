@@ -46,6 +46,7 @@ export class ContainerSession {
   /** Set once the process's end has been seen (or teardown ran): nothing more to do. */
   private finished = false;
   private tornDown = false;
+  private resizing: Promise<void> = Promise.resolve();
 
   constructor(
     session: Session,
@@ -54,13 +55,13 @@ export class ContainerSession {
   ) {
     session.on("pty", (accept, reject, info) => {
       if (this.started) return reject?.();
-      this.pty = { term: info.term || "vt100", cols: info.cols || 80, rows: info.rows || 24 };
+      this.pty = { term: info.term || "vt100", cols: dimension(info.cols, 80), rows: dimension(info.rows, 24) };
       accept?.();
     });
     session.on("window-change", (accept, _reject, info) => {
       if (this.pty) {
-        this.pty.cols = info.cols || this.pty.cols;
-        this.pty.rows = info.rows || this.pty.rows;
+        this.pty.cols = dimension(info.cols, this.pty.cols);
+        this.pty.rows = dimension(info.rows, this.pty.rows);
         void this.resize();
       }
       accept?.();
@@ -107,7 +108,10 @@ export class ContainerSession {
     const env = new Map(Object.entries(this.deps.baseEnv));
     for (const [k, v] of this.env) env.set(k, v);
     if (this.pty) env.set("TERM", this.pty.term);
-    const cmd = command === undefined ? ["sh", "-c", LOGIN_SHELL] : ["sh", "-c", COMMAND_SHELL, "sh", command];
+    // Docker can only resize a TTY exec once it runs, after the process may have read its size;
+    // stty sets the requested size first (silently skipped where the image has no stty).
+    const size = this.pty ? `stty rows ${this.pty.rows} cols ${this.pty.cols} 2>/dev/null; ` : "";
+    const cmd = command === undefined ? ["sh", "-c", size + LOGIN_SHELL] : ["sh", "-c", size + COMMAND_SHELL, "sh", command];
     try {
       const container = this.deps.docker.getContainer(this.deps.target.containerId);
       const exec = await container.exec({
@@ -170,13 +174,17 @@ export class ContainerSession {
     if (pending > 0) source.pause();
   }
 
-  private async resize(): Promise<void> {
-    if (!this.exec || !this.stream || !this.pty || this.finished) return;
-    try {
-      await this.exec.resize({ h: this.pty.rows, w: this.pty.cols });
-    } catch {
-      // The process may already be gone; nothing to resize.
-    }
+  /** Resizes the exec's TTY to the latest size; calls run one after another so the last one wins. */
+  private resize(): Promise<void> {
+    this.resizing = this.resizing.then(async () => {
+      if (!this.exec || !this.stream || !this.pty || this.finished) return;
+      try {
+        await this.exec.resize({ h: this.pty.rows, w: this.pty.cols });
+      } catch {
+        // The process may already be gone; nothing to resize.
+      }
+    });
+    return this.resizing;
   }
 
   private async finish(): Promise<void> {
@@ -300,6 +308,11 @@ export class DockerDemuxer {
     }
     return out;
   }
+}
+
+/** A terminal dimension from the client: a positive integer (it ends up in a shell command), else `fallback`. */
+function dimension(n: number, fallback: number): number {
+  return Number.isInteger(n) && n > 0 && n < 10_000 ? n : fallback;
 }
 
 function errorText(err: unknown): string {
