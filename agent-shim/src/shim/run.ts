@@ -89,6 +89,16 @@ function executorGpus(r: HostReport): ExecutorGpu[] {
   });
 }
 
+/** The executor, or a message a person can act on when Docker does not answer. */
+async function startExecutor(o: TaskExecutorOptions): Promise<TaskExecutor> {
+  try {
+    return await TaskExecutor.start(o);
+  } catch (e) {
+    const where = process.env.DOCKER_HOST ?? "unix:///var/run/docker.sock";
+    throw new ShimError(`cannot list containers on the Docker engine at ${where} (${e instanceof Error ? e.message : String(e)}); is Docker running?`);
+  }
+}
+
 /** Runs the shim until `signal` aborts or the server sends shutdown. */
 export async function runShim(o: RunShimOptions): Promise<void> {
   const store = new IdentityStore(o.home);
@@ -112,7 +122,7 @@ export async function runShim(o: RunShimOptions): Promise<void> {
   log.info("host", { hostname: report.hostInfo.hostname, cpus: report.hostInfo.cpus, gpus: report.gpus.length, docker: report.hostInfo.dockerVersion });
 
   let link: LinkClient | null = null;
-  const executor = await TaskExecutor.start({
+  const executor = await startExecutor({
     instanceId: identity.agentId,
     home: o.home,
     gpus: o.gpus ?? executorGpus(report),
