@@ -1,16 +1,16 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { parseConfiguration, toProtoConfiguration } from "@dstack/proto";
 import {
   Availability,
   BackendType,
   JobStatus,
+  JobSubmissionSchema,
   JobTerminationReason,
   OfferSchema,
   RunSchema,
   RunStatus,
   RunTerminationReason,
-  type JobSubmission,
   type Run,
 } from "@dstack/proto/api";
 import { describe, expect, it } from "vitest";
@@ -29,8 +29,10 @@ const ago = (s: number) => timestampFromDate(new Date(NOW.getTime() - s * 1000))
 const retryTask = toProtoConfiguration(parseConfiguration("type: task\ncommands: [echo]\nretry:\n  on_events: [no-capacity]\n  duration: 1h\n", "x.yml"));
 const plainTask = toProtoConfiguration(parseConfiguration("type: task\ncommands: [echo]\n", "x.yml"));
 
-function run(name: string, status: RunStatus, sub: Partial<JobSubmission> & { status: JobStatus }, extra: Partial<Run> = {}): Run {
-  const submission = { id: `${name}-s`, submittedAt: ago(30), ...sub };
+type SubInit = MessageInitShape<typeof JobSubmissionSchema> & { status: JobStatus };
+
+function run(name: string, status: RunStatus, sub: SubInit, extra: MessageInitShape<typeof RunSchema> = {}): Run {
+  const submission = create(JobSubmissionSchema, { id: `${name}-s`, submittedAt: ago(30), ...sub });
   return create(RunSchema, {
     id: name,
     projectName: "main",
@@ -39,8 +41,8 @@ function run(name: string, status: RunStatus, sub: Partial<JobSubmission> & { st
     runSpec: { runName: name, configuration: plainTask },
     jobs: [{ jobSpec: { jobName: `${name}-0-0` }, jobSubmissions: [submission] }],
     latestJobSubmission: submission,
-    ...extra,
-  });
+    ...(extra as object),
+  } as MessageInitShape<typeof RunSchema>);
 }
 
 const placed = {
@@ -53,7 +55,7 @@ const placed = {
 describe("status words", () => {
   it("matches dstack's job status messages", () => {
     expect(jobStatusText(create(RunSchema).latestJobSubmission)).toBe("-");
-    const s = (x: Partial<JobSubmission> & { status: JobStatus }) => run("r", RunStatus.FAILED, x).latestJobSubmission;
+    const s = (x: SubInit) => run("r", RunStatus.FAILED, x).latestJobSubmission;
     expect(jobStatusText(s({ status: JobStatus.DONE }))).toBe("exited (0)");
     expect(jobStatusText(s({ status: JobStatus.FAILED, terminationReason: JobTerminationReason.CONTAINER_EXITED_WITH_ERROR, exitStatus: 3 }))).toBe("exited (3)");
     expect(jobStatusText(s({ status: JobStatus.FAILED, terminationReason: JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY, terminationReasonMessage: "No matching fleet found" }))).toBe("no fleets");
