@@ -216,6 +216,7 @@ describe("shim: Docker task executor", () => {
     expect(logs).toContain("args: --library-path /dstack/runner/lib /dstack/runner/bin/node /dstack/runner/runner.js --home /dstack/task");
     expect(logs).toContain('"joinToken": "join-123"');
     expect(logs).toContain('"agentUrl": "https://host.docker.internal:3001"');
+    expect(logs).toContain('"serverName": "127.0.0.1"'); // the runner checks the certificate against the original name
     // The task folder is writable from inside (the runner keeps its identity there).
     expect(existsSync(join(home, "tasks", t.taskId, "written-by-runner"))).toBe(true);
     expect(statSync(join(home, "tasks", t.taskId)).uid).toBe(1000);

@@ -248,7 +248,7 @@ export class TaskExecutor {
         const url = agentUrlForContainer(cmd.runner.agentUrl, bridge);
         let taskDir: string;
         try {
-          const boot = { joinToken: cmd.runner.joinToken, agentUrl: url.agentUrl, caCertificatePem: cmd.runner.caCertificatePem, ...(url.servername ? { servername: url.servername } : {}) };
+          const boot = { joinToken: cmd.runner.joinToken, agentUrl: url.agentUrl, caCertificatePem: cmd.runner.caCertificatePem, ...(url.serverName ? { serverName: url.serverName } : {}) };
           taskDir = writeTaskDir(this.files.tasksDir, t.id, boot, numericUser(cmd.containerUser));
         } catch (e) {
           throw new StepError(JobTerminationReason.EXECUTOR_ERROR, `cannot prepare the task folder: ${dockerMessage(e)}`);

@@ -16,8 +16,8 @@ describe("runner bundle, task folder and labels", () => {
   });
 
   it("bridge mode sends a loopback agent URL to host.docker.internal, keeping the TLS name", () => {
-    expect(agentUrlForContainer("https://127.0.0.1:3001", true)).toEqual({ agentUrl: "https://host.docker.internal:3001", servername: "127.0.0.1" });
-    expect(agentUrlForContainer("https://localhost:3001", true)).toEqual({ agentUrl: "https://host.docker.internal:3001", servername: "localhost" });
+    expect(agentUrlForContainer("https://127.0.0.1:3001", true)).toEqual({ agentUrl: "https://host.docker.internal:3001", serverName: "127.0.0.1" });
+    expect(agentUrlForContainer("https://localhost:3001", true)).toEqual({ agentUrl: "https://host.docker.internal:3001", serverName: "localhost" });
     expect(agentUrlForContainer("https://127.0.0.1:3001", false)).toEqual({ agentUrl: "https://127.0.0.1:3001" });
     expect(agentUrlForContainer("https://10.0.0.5:3001", true)).toEqual({ agentUrl: "https://10.0.0.5:3001" });
   });

@@ -42,7 +42,7 @@ export interface RunnerBootstrapFile {
   agentUrl: string;
   caCertificatePem: string;
   /** TLS name to check when agentUrl was rewritten to an address the server certificate does not list. */
-  servername?: string;
+  serverName?: string;
 }
 
 const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\]|::1)$/i;
@@ -51,7 +51,7 @@ const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\]|::1)$/i;
  * From a bridge network, the host's loopback is not the container's: a loopback agent URL is
  * rewritten to host.docker.internal (mapped to the host gateway), keeping the original name for TLS.
  */
-export function agentUrlForContainer(agentUrl: string, bridge: boolean): { agentUrl: string; servername?: string } {
+export function agentUrlForContainer(agentUrl: string, bridge: boolean): { agentUrl: string; serverName?: string } {
   if (!bridge) return { agentUrl };
   let u: URL;
   try {
@@ -60,9 +60,9 @@ export function agentUrlForContainer(agentUrl: string, bridge: boolean): { agent
     return { agentUrl };
   }
   if (!LOOPBACK.test(u.hostname)) return { agentUrl };
-  const servername = u.hostname.replace(/^\[|\]$/g, "");
+  const serverName = u.hostname.replace(/^\[|\]$/g, "");
   u.hostname = "host.docker.internal";
-  return { agentUrl: u.toString().replace(/\/$/, agentUrl.endsWith("/") ? "/" : ""), servername };
+  return { agentUrl: u.toString().replace(/\/$/, agentUrl.endsWith("/") ? "/" : ""), serverName };
 }
 
 /** "1000" or "1000:1000" → ids; a user name cannot be resolved outside the image: null. */
