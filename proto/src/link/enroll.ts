@@ -100,7 +100,9 @@ export function agentTransport(serverUrl: string, tls: { caPem: string; certPem?
   const session = new WideWindowSessionManager(
     serverUrl,
     // HTTP/2 PING proves the socket alive (30 s, 15 s timeout: anchors §3.2); app heartbeats prove the agent.
-    { pingIntervalMs: 30_000, pingTimeoutMs: 15_000, pingIdleConnection: true },
+    // Not on idle sessions: connect-node re-arms the idle ping when the last stream closes after
+    // abort(), and that ping on the destroyed session throws uncaught 30 s after every link close.
+    { pingIntervalMs: 30_000, pingTimeoutMs: 15_000, pingIdleConnection: false },
     { ca: tls.caPem, cert: tls.certPem, key: tls.keyPem, servername: tls.servername, settings: { initialWindowSize: AGENT_PORT_WINDOWS.streamBytes } },
   );
   return { transport: createGrpcTransport({ baseUrl: serverUrl, sessionManager: session }), session };
