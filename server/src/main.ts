@@ -11,11 +11,12 @@ import { cliConfigPath, readCliProjects, upsertCliProject } from "./cli-config.j
 import { openDatabase, type Orm } from "./db/database.js";
 import { isDstackError } from "./errors.js";
 import { createScheduler, type Scheduler } from "./scheduler/index.js";
-import { createMeshServer, type MeshServer } from "./mesh/index.js";
+import { createMeshServer, meshDataHooks, type MeshServer } from "./mesh/index.js";
+import { createDispatcher, describeHost, dockerAnswers, startLocalFleet, type Dispatcher, type LocalFleet } from "./agents/index.js";
 import { bootstrap, createServices } from "./services/index.js";
 import { DEFAULT_PROJECT_NAME } from "./services/projects.js";
 import { ADMIN_TOKEN_FILE } from "./services/users.js";
-import { loadSettings, type Settings } from "./settings.js";
+import { loadSettings, loopbackAgentUrl, type Settings } from "./settings.js";
 
 const USAGE = `Usage: dstack-server [options]
 
@@ -30,10 +31,14 @@ Options:
   -y, --yes            update the CLI config (~/.dstack/config.yml) without asking
   -n, --no             do not touch the CLI config
   --token TOKEN        admin token (default DSTACK_SERVER_ADMIN_TOKEN, else generated at first start)
+  --agent-url URL      the agent port as job containers dial it (default https://127.0.0.1:<agent port>,
+                       or DSTACK_SERVER_AGENT_URL)
+  --no-local-fleet     do not register this machine as the 'local' fleet (or DSTACK_SERVER_NO_LOCAL_FLEET=1)
   -h, --help           show this help
 
 Environment: DSTACK_SERVER_DIR (default ~/.dstack/server), DSTACK_DATABASE_URL (postgresql://…;
-default SQLite in the server dir), DSTACK_SERVER_ENCRYPTION_KEY, DSTACK_USER_PROJECT_DEFAULT_QUOTA.
+default SQLite in the server dir), DSTACK_SERVER_ENCRYPTION_KEY, DSTACK_USER_PROJECT_DEFAULT_QUOTA,
+DSTACK_SHIM_BIN (the local fleet's host agent), DOCKER_HOST.
 `;
 
 /** In-flight requests get this long after SIGTERM before their connections are cut. */
@@ -57,6 +62,8 @@ function parseCli(argv: string[]): Cli | "help" {
       yes: { type: "boolean", short: "y" },
       no: { type: "boolean", short: "n" },
       token: { type: "string" },
+      "agent-url": { type: "string" },
+      "no-local-fleet": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -70,6 +77,8 @@ function parseCli(argv: string[]): Cli | "help" {
   if (values.debug) env.DSTACK_SERVER_LOG_LEVEL = "debug";
   if (values["log-level"] !== undefined) env.DSTACK_SERVER_LOG_LEVEL = values["log-level"];
   if (values.token !== undefined) env.DSTACK_SERVER_ADMIN_TOKEN = values.token;
+  if (values["agent-url"] !== undefined) env.DSTACK_SERVER_AGENT_URL = values["agent-url"];
+  if (values["no-local-fleet"]) env.DSTACK_SERVER_NO_LOCAL_FLEET = "1";
   return { env, configMode: values.yes ? "yes" : values.no ? "no" : "ask" };
 }
 
@@ -129,13 +138,16 @@ export async function main(argv: string[]): Promise<number> {
   let app: App | undefined;
   let scheduler: Scheduler | undefined;
   let mesh: MeshServer | undefined;
+  let dispatcher: Dispatcher | undefined;
+  let localFleet: LocalFleet | undefined;
   try {
     const settings = loadSettings(cli.env);
     orm = await openDatabase(settings.database);
     const services = createServices(orm, settings);
     const { adminToken } = await bootstrap(services);
     // The agent port (mutual TLS) comes up first so the API can publish the CA fingerprint agents pin.
-    mesh = await createMeshServer({ settings, orm });
+    // Runners push logs and fetch code through the mesh's data hooks, backed by the services.
+    mesh = await createMeshServer({ settings, orm, data: meshDataHooks(orm, services) });
     await mesh.listen(settings.agentPort, settings.host);
     app = await createApp({ settings, orm, services, shutdownTimeoutMs: SHUTDOWN_GRACE_MS, caFingerprintSha256: mesh.caFingerprint });
     app.log.info({ home: settings.homeDir, database: settings.database.dialect, encryptionKey: settings.encryptionKeySource }, "dstack server starting");
@@ -143,8 +155,39 @@ export async function main(argv: string[]): Promise<number> {
     const port = (app.server.address() as { port: number }).port;
     const url = publicUrl(settings, port);
 
+    // The dispatcher listens before the scheduler starts, so no placement goes unheard.
+    const agentLog = app.log.child({ component: "agents" });
+    let localReady = false;
+    dispatcher = createDispatcher({
+      services,
+      links: mesh.links,
+      joinTokens: mesh.joinTokens,
+      caCertificatePem: mesh.ca.certPem,
+      agentUrl: settings.agentUrl,
+      log: agentLog,
+      onHostReport: (instanceId, host) => {
+        if (localReady || instanceId !== localFleet?.instanceId) return;
+        localReady = true;
+        process.stdout.write(`The local fleet is ready (${describeHost(host)})\n`);
+      },
+    });
+    dispatcher.start();
     scheduler = createScheduler({ orm, services, settings, onError: (e, kind, id) => app?.log.error({ err: e, kind, id }, "scheduler reconcile failed") });
     await scheduler.start();
+
+    if (settings.localFleet && (await dockerAnswers(cli.env))) {
+      localFleet = await startLocalFleet({
+        fleets: services.fleets,
+        joinTokens: mesh.joinTokens,
+        serverUrl: loopbackAgentUrl(settings.host, settings.agentPort),
+        caFingerprint: mesh.caFingerprint,
+        serverHome: settings.homeDir,
+        shimBin: settings.shimBin,
+        log: agentLog,
+      });
+    } else if (settings.localFleet) {
+      app.log.info("no Docker engine answers here: no local fleet (start one and restart the server, or add hosts with an SSH fleet)");
+    }
 
     const token = knownAdminToken(settings, adminToken);
     if (token !== null) {
@@ -158,6 +201,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const message = isDstackError(e) ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
     process.stderr.write(`dstack-server: ${message}\n`);
+    await localFleet?.stop().catch(() => {});
+    await dispatcher?.stop().catch(() => {});
     await scheduler?.stop().catch(() => {});
     await app?.close().catch(() => {});
     await mesh?.close().catch(() => {});
@@ -165,11 +210,19 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  return shutdownOn(signalled, app, scheduler, mesh, orm);
+  return shutdownOn(signalled, app, scheduler, mesh, orm, dispatcher!, localFleet);
 }
 
 /** Resolves with the exit code once a signal has stopped everything. */
-async function shutdownOn(signalled: Promise<NodeJS.Signals>, app: App, scheduler: Scheduler, mesh: MeshServer, orm: Orm): Promise<number> {
+async function shutdownOn(
+  signalled: Promise<NodeJS.Signals>,
+  app: App,
+  scheduler: Scheduler,
+  mesh: MeshServer,
+  orm: Orm,
+  dispatcher: Dispatcher,
+  localFleet: LocalFleet | undefined,
+): Promise<number> {
   const signal = await signalled;
   // A second signal: the user does not want to wait.
   const again = (s: NodeJS.Signals) => {
@@ -188,7 +241,10 @@ async function shutdownOn(signalled: Promise<NodeJS.Signals>, app: App, schedule
   force.unref();
   let code = 0;
   for (const [what, step] of [
+    // The local shim goes first and cleanly: its containers keep running and are recovered at its next start.
+    ["local fleet's host agent", () => localFleet?.stop() ?? Promise.resolve()],
     ["API", () => app.close()],
+    ["agent dispatcher", () => dispatcher.stop()],
     ["scheduler", () => scheduler.stop()],
     ["agent port", () => mesh.close()],
     ["database", () => orm.close()],

@@ -35,6 +35,19 @@ export interface Settings {
   logLevel: LogLevel;
   /** `DSTACK_USER_PROJECT_DEFAULT_QUOTA`; default 10 projects owned per non-admin user (as in dstack). */
   userProjectQuota: number;
+  /**
+   * `DSTACK_SERVER_AGENT_URL`: the agent port as runners inside job containers dial it; default
+   * `https://127.0.0.1:<agent port>` (the bind address when it is not a wildcard). Containers run
+   * with host networking, so loopback reaches a server on the same machine.
+   */
+  agentUrl: string;
+  /**
+   * Register this machine as the `local` fleet of project `main` and run its host agent when a
+   * Docker engine answers; default true. `--no-local-fleet` or `DSTACK_SERVER_NO_LOCAL_FLEET=1` turn it off.
+   */
+  localFleet: boolean;
+  /** `DSTACK_SHIM_BIN`: the host agent's entry script for the local fleet; default `agent-shim/bin/dstack-shim.js` of this checkout. */
+  shimBin: string | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -57,6 +70,32 @@ function readInt(env: Env, variable: string, fallback: number, min: number): num
   if (raw === undefined || raw === "") return fallback;
   if (!/^-?\d+$/.test(raw) || Number(raw) < min) bad(variable, `'${raw}' must be an integer >= ${min}.`);
   return Number(raw);
+}
+
+function readFlag(env: Env, variable: string): boolean {
+  const raw = (env[variable] ?? "").trim().toLowerCase();
+  if (raw === "" || raw === "0" || raw === "false" || raw === "no") return false;
+  if (raw === "1" || raw === "true" || raw === "yes") return true;
+  return bad(variable, `'${raw}' is not a boolean (1/0, true/false).`);
+}
+
+/** Where agents on this machine dial: the bind address, or loopback for a wildcard bind. */
+export function loopbackAgentUrl(host: string, agentPort: number): string {
+  const h = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `https://${h.includes(":") ? `[${h}]` : h}:${agentPort}`;
+}
+
+function readAgentUrl(env: Env, host: string, agentPort: number): string {
+  const raw = env.DSTACK_SERVER_AGENT_URL;
+  if (raw === undefined || raw === "") return loopbackAgentUrl(host, agentPort);
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return bad("DSTACK_SERVER_AGENT_URL", `'${raw}' is not a URL; expected https://host:port.`);
+  }
+  if (url.protocol !== "https:") bad("DSTACK_SERVER_AGENT_URL", `'${raw}' must use https:// (agents speak mutual TLS).`);
+  return raw.replace(/\/+$/, "");
 }
 
 function readDatabase(env: Env, homeDir: string): DatabaseSettings {
@@ -114,16 +153,20 @@ export function loadSettings(env: Env = process.env): Settings {
   const port = readPort(env, "DSTACK_SERVER_PORT", 3000);
   const agentPort = readPort(env, "DSTACK_SERVER_AGENT_PORT", 3001);
   if (port === agentPort) bad("DSTACK_SERVER_AGENT_PORT", `equals DSTACK_SERVER_PORT (${port}); the API and the agent port must differ.`);
+  const host = env.DSTACK_SERVER_HOST || "127.0.0.1";
   return {
     homeDir,
     database,
     encryptionKey: key,
     encryptionKeySource: source,
     adminToken: adminToken === "" ? undefined : adminToken,
-    host: env.DSTACK_SERVER_HOST || "127.0.0.1",
+    host,
     port,
     agentPort,
     logLevel: logLevel as LogLevel,
     userProjectQuota: readInt(env, "DSTACK_USER_PROJECT_DEFAULT_QUOTA", 10, 0),
+    agentUrl: readAgentUrl(env, host, agentPort),
+    localFleet: !readFlag(env, "DSTACK_SERVER_NO_LOCAL_FLEET"),
+    shimBin: env.DSTACK_SHIM_BIN || undefined,
   };
 }

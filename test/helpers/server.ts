@@ -32,6 +32,10 @@ export interface TestServer {
   port: number;
   /** The mutual-TLS agent port (enrollment and agent links). */
   agentPort: number;
+  /** `https://127.0.0.1:<agentPort>`: where agents on this machine dial. */
+  agentUrl: string;
+  /** SHA-256 of the agent CA (lowercase hex), as the banner prints it: what agents pin. */
+  caFingerprint: string;
   adminToken: string;
   process: ChildProcess;
   stdout(): string;
@@ -75,18 +79,27 @@ export async function freePort(): Promise<number> {
 
 const BANNER_URL = /The server is running at (\S+)/;
 const BANNER_TOKEN = /The admin token is "([^"]+)"/;
+const BANNER_CA = /\(CA SHA-256 ([0-9a-f]{64})\)/;
+
+export interface StartOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  /**
+   * Let the server register this machine as the `local` fleet and run its host agent (when
+   * Docker answers). Default false: tests get a server with no fleet unless they ask.
+   */
+  localFleet?: boolean;
+}
 
 /** Starts the server process in `where`; rejects with its stderr if it exits or stalls. */
-export async function startServer(
-  where: ServerEnv,
-  opts: { args?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
-): Promise<TestServer> {
+export async function startServer(where: ServerEnv, opts: StartOptions = {}): Promise<TestServer> {
   const port = await freePort();
   let agentPort = await freePort();
   while (agentPort === port) agentPort = await freePort();
   const child = spawn(process.execPath, [BIN, "--port", String(port), "--agent-port", String(agentPort), "--log-level", "warn", ...(opts.args ?? [])], {
     cwd: REPO,
-    env: { ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", ...where.env, ...opts.env },
+    env: { ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", DSTACK_SERVER_NO_LOCAL_FLEET: opts.localFleet ? "" : "1", ...where.env, ...opts.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -116,10 +129,14 @@ export async function startServer(
   });
   const token = BANNER_TOKEN.exec(out)?.[1];
   if (!token) throw new Error(`dstack-server printed no admin token:\n${out}`);
+  const ca = BANNER_CA.exec(out)?.[1];
+  if (!ca) throw new Error(`dstack-server printed no agent CA fingerprint:\n${out}`);
   return {
     url,
     port,
     agentPort,
+    agentUrl: `https://127.0.0.1:${agentPort}`,
+    caFingerprint: ca,
     adminToken: token,
     process: child,
     stdout: () => out,

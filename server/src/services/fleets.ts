@@ -9,6 +9,7 @@ import { err } from "../errors.js";
 import type { EventBus } from "../scheduler/events.js";
 import type { Clock } from "../scheduler/clock.js";
 import { checkName, tombstoneName } from "./names.js";
+import { DEFAULT_PROJECT_NAME } from "./projects.js";
 import { resolveBlocks, type HostInfo } from "./offers.js";
 import type { ProjectsService } from "./projects.js";
 import type { Principal } from "./users.js";
@@ -41,6 +42,9 @@ export interface FleetView {
   deleted: boolean;
   instances: InstanceView[];
 }
+
+/** Name of the embedded fleet that stands for the server's own machine. */
+export const LOCAL_FLEET_NAME = "local";
 
 const ACTIVE_JOB_STATUSES = [JobStatus.SUBMITTED, JobStatus.PROVISIONING, JobStatus.PULLING, JobStatus.RUNNING, JobStatus.TERMINATING];
 
@@ -178,6 +182,79 @@ export class FleetsService {
     // A new host may fit jobs that were waiting for capacity.
     this.bus.publish({ kind: "instance", id: view.id, projectId });
     return view;
+  }
+
+  /**
+   * A host agent reported its facts: record them in the shape offers read, split the host into
+   * the fleet's blocks while nothing runs on it, and make a new (pending) instance usable.
+   * Publishes an instance event so jobs waiting for capacity get another look. System use.
+   */
+  async reportHost(instanceId: string, host: HostInfo): Promise<InstanceView | null> {
+    const out = await withTransaction(this.orm, async (em) => {
+      const i = await em.findOne(Instance, { id: instanceId, deleted: false }, { populate: ["fleet", "project"] });
+      if (!i) return null;
+      const fleet = i.fleet?.getEntity() as Fleet | undefined;
+      const config = (fleet?.spec as { configuration?: FleetConfig } | undefined)?.configuration;
+      i.hostInfo = { ...host } as unknown as Record<string, unknown>;
+      if (i.busyBlocks === 0) i.totalBlocks = resolveBlocks(config?.blocks, host);
+      if (i.status === InstanceStatus.PENDING || i.status === InstanceStatus.PROVISIONING) i.status = i.busyBlocks > 0 ? InstanceStatus.BUSY : InstanceStatus.IDLE;
+      i.unreachable = false;
+      i.lastHeartbeatAt = this.clock.now();
+      await em.flush();
+      return { view: instanceView(i, i.project.getEntity().name, fleet?.name ?? null), projectId: i.project.id };
+    });
+    if (!out) return null;
+    this.bus.publish({ kind: "instance", id: instanceId, projectId: out.projectId });
+    return out.view;
+  }
+
+  /** The host agent stopped (or resumed) answering: unreachable instances get no new jobs. System use. */
+  async setReachable(instanceId: string, reachable: boolean): Promise<void> {
+    const em = this.orm.em.fork();
+    const i = await em.findOne(Instance, { id: instanceId, deleted: false }, { fields: ["id", "project", "unreachable"] });
+    if (!i || i.unreachable === !reachable) return;
+    await em.nativeUpdate(Instance, { id: instanceId }, { unreachable: !reachable, ...(reachable ? { lastHeartbeatAt: this.clock.now() } : {}) });
+    if (reachable) this.bus.publish({ kind: "instance", id: instanceId, projectId: i.project.id });
+  }
+
+  /**
+   * The embedded `local` fleet of the default project with its one instance (this machine),
+   * created on first use and kept across restarts. The instance stays pending until the local
+   * host agent reports its facts. System use.
+   */
+  async ensureLocalFleet(projectName = DEFAULT_PROJECT_NAME, fleetName = LOCAL_FLEET_NAME): Promise<{ projectId: string; fleetId: string; instanceId: string; created: boolean }> {
+    const out = await withTransaction(this.orm, async (em) => {
+      const project = await em.findOne(Project, { name: projectName, deleted: false });
+      if (!project) throw err("DSTACK_PROJECT_NOT_FOUND", { project: projectName });
+      let fleet = await em.findOne(Fleet, { project: project.id, name: fleetName, deleted: false });
+      let created = false;
+      if (!fleet) {
+        const configuration: FleetConfig = { type: "fleet", name: fleetName, placement: "any", blocks: "auto", env: { values: {}, fromCli: [] }, spotPolicy: "on-demand", idleDuration: "off" };
+        fleet = build(Fleet, { project: em.getReference(Project, project.id, { wrapped: true }), name: fleetName, spec: { configuration }, status: FleetStatus.ACTIVE });
+        em.persist(fleet);
+        created = true;
+      }
+      let instance = await em.findOne(Instance, { fleet: fleet.id, deleted: false }, { orderBy: { instanceNum: "asc" } });
+      if (!instance) {
+        const num = await em.count(Instance, { fleet: fleet.id });
+        instance = build(Instance, {
+          fleet: em.getReference(Fleet, fleet.id, { wrapped: true }),
+          project: em.getReference(Project, project.id, { wrapped: true }),
+          name: `${fleetName}-${num}`,
+          instanceNum: num,
+          status: InstanceStatus.PENDING,
+          backend: "local",
+          region: "",
+          price: 0,
+        });
+        em.persist(instance);
+        created = true;
+      }
+      await em.flush();
+      return { projectId: project.id, fleetId: fleet.id, instanceId: instance.id, created };
+    });
+    if (out.created) this.bus.publish({ kind: "fleet", id: out.fleetId, projectId: out.projectId });
+    return out;
   }
 
   private async projectId(name: string): Promise<string | null> {

@@ -2,16 +2,17 @@
 // the next state change in one transaction, publishes the events after commit, and says
 // when it wants to be looked at again (a timer, e.g. retry backoff or max_duration).
 // The scheduler (scheduler/index.ts) decides *when* these run; this decides *what* happens.
+import { existsSync, statSync } from "node:fs";
 import { raw } from "@mikro-orm/core";
 import { InstanceStatus, JobStatus, JobTerminationReason, RunStatus, RunTerminationReason } from "../domain/enums.js";
 import { withTransaction, type Em, type Orm } from "../db/database.js";
-import { Instance, Job, Run, build } from "../db/entities.js";
+import { CodeBlob, Instance, Job, Run, build } from "../db/entities.js";
 import { err } from "../errors.js";
 import type { Clock } from "../scheduler/clock.js";
 import type { DomainEvent, EventBus } from "../scheduler/events.js";
 import { blocksNeeded, type HostInfo } from "./offers.js";
 import type { InstanceCandidate, OffersService } from "./offers.js";
-import type { StoredJobSpec } from "./runs.js";
+import { DEFAULT_IMAGE, type StoredJobSpec } from "./runs.js";
 import {
   assertJobTransition,
   assertRunTransition,
@@ -33,6 +34,23 @@ export interface ProcessResult {
 
 const NONE: ProcessResult = { nextAt: null };
 const ACTIVE_JOB = [JobStatus.SUBMITTED, JobStatus.PROVISIONING, JobStatus.PULLING, JobStatus.RUNNING, JobStatus.TERMINATING];
+/** Statuses of a job that holds a place on an instance. */
+const PLACED_JOB = [JobStatus.PROVISIONING, JobStatus.PULLING, JobStatus.RUNNING, JobStatus.TERMINATING];
+const SPEC_DEFAULTS: Omit<StoredJobSpec, "jobName" | "replicaNum" | "jobNum" | "jobsPerReplica" | "resources" | "commands" | "image" | "maxDuration" | "stopDuration" | "retry" | "fleets"> = {
+  privileged: false,
+  shell: "/bin/sh",
+  env: {},
+  secretNames: [],
+  workingDir: "",
+  ports: [],
+  instanceMounts: [],
+  volumeMounts: [],
+  repo: { type: "virtual", ifExists: "error" },
+  fileArchives: [],
+  singleBranch: true,
+  runType: "task",
+};
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const ACTIVE_RUN = [RunStatus.PENDING, RunStatus.SUBMITTED, RunStatus.PROVISIONING, RunStatus.RUNNING, RunStatus.TERMINATING];
 
 const spec = (j: Job) => j.jobSpec as unknown as StoredJobSpec;
@@ -46,6 +64,33 @@ function latestSubmissions(jobs: readonly Job[]): Job[] {
     if (!cur || j.submissionNum > cur.submissionNum) latest.set(key(j), j);
   }
   return [...latest.values()];
+}
+
+/** One job submission as its agents see it (JobsService.agentView). */
+export interface JobAgentView {
+  id: string;
+  status: JobStatus;
+  terminationReason: JobTerminationReason | null;
+  terminationReasonMessage: string | null;
+  /** Terminating jobs: when the stop's grace ends. */
+  removeAt: Date | null;
+  submissionNum: number;
+  jobNum: number;
+  replicaNum: number;
+  spec: StoredJobSpec;
+  runId: string;
+  runName: string;
+  projectId: string;
+  instanceId: string | null;
+  fleetId: string | null;
+  /** Blocks of the instance the job holds (0 once finished), of `totalBlocks`. */
+  blocks: number;
+  totalBlocks: number;
+  host: HostInfo | null;
+  /** Internal IP of each node of the replica by job_num; "" where not placed yet. */
+  nodeIps: string[];
+  /** Sizes in bytes of the uploaded blobs the job names (code, file archives), by sha256. */
+  blobSizes: Record<string, number>;
 }
 
 export class JobsService {
@@ -222,7 +267,8 @@ export class JobsService {
       if (!(await this.lockJob(em, job, now))) throw err("DSTACK_INVALID_TRANSITION", { kind: "Job", from: "a stale state", to: "a reported one" });
       if (exitStatus !== null) job.exitStatus = exitStatus;
       if (state === JobStatus.PULLING || state === JobStatus.RUNNING) {
-        if (job.status === state || job.status === JobStatus.TERMINATING) return;
+        // Reports from two agents arrive on two links: a late "pulling" after "running" changes nothing.
+        if (job.status === state || job.status === JobStatus.TERMINATING || (state === JobStatus.PULLING && job.status === JobStatus.RUNNING)) return;
         if (job.status === JobStatus.PROVISIONING && state === JobStatus.RUNNING) job.status = JobStatus.PULLING; // pulling is implied
         assertJobTransition(job.status, state);
         job.status = state;
@@ -251,6 +297,64 @@ export class JobsService {
       events.push({ kind: "run", id: run.id, projectId: run.project.id });
     });
     this.bus.publish(events);
+  }
+
+  /** What the agent dispatcher needs to drive one job submission on its host (system use). */
+  async agentView(jobId: string): Promise<JobAgentView | null> {
+    if (!UUID.test(jobId)) return null;
+    const em = this.orm.em.fork();
+    const job = await em.findOne(Job, { id: jobId }, { populate: ["run", "instance"] });
+    if (!job) return null;
+    const run = job.run.getEntity();
+    const instance = job.instance ? (job.instance.getEntity() as Instance) : null;
+    const s = spec(job);
+    // Node addresses of the replica, by job_num, from the latest submissions' placements.
+    const siblings = s.jobsPerReplica > 1 ? latestSubmissions(await em.find(Job, { run: run.id, replicaNum: job.replicaNum })) : [job];
+    const nodeIps = Array.from({ length: s.jobsPerReplica }, (_, n) => {
+      const j = siblings.find((x) => x.jobNum === n);
+      return String((j?.provisioningData as { internalIp?: unknown } | null)?.internalIp ?? "");
+    });
+    const hashes = [...new Set([s.repoCodeHash, ...(s.fileArchives ?? []).map((f) => f.hash)].filter((h): h is string => !!h))];
+    const blobSizes: Record<string, number> = {};
+    if (hashes.length) {
+      const rows = (await em
+        .createQueryBuilder(CodeBlob, "b")
+        .select(["b.blob_hash", "b.path", raw("length(b.blob) as size")])
+        .where({ project: run.project.id, blobHash: { $in: hashes } })
+        .execute("all", false)) as unknown as { blob_hash: string; path: string | null; size: number | string | null }[];
+      for (const r of rows) {
+        const size = r.size !== null && r.size !== undefined ? Number(r.size) : r.path && existsSync(r.path) ? statSync(r.path).size : null;
+        if (size !== null) blobSizes[r.blob_hash] = size;
+      }
+    }
+    return {
+      id: job.id,
+      status: job.status,
+      terminationReason: job.terminationReason,
+      terminationReasonMessage: job.terminationReasonMessage,
+      removeAt: job.removeAt,
+      submissionNum: job.submissionNum,
+      jobNum: job.jobNum,
+      replicaNum: job.replicaNum,
+      // Rows written before a field existed get its default.
+      spec: { ...SPEC_DEFAULTS, ...s, image: s.image ?? DEFAULT_IMAGE },
+      runId: run.id,
+      runName: run.runName,
+      projectId: run.project.id,
+      instanceId: instance?.id ?? null,
+      fleetId: instance?.fleet?.id ?? null,
+      blocks: job.blocks,
+      totalBlocks: instance?.totalBlocks ?? 1,
+      host: (instance?.hostInfo as HostInfo | null) ?? null,
+      nodeIps,
+      blobSizes,
+    };
+  }
+
+  /** Unfinished submissions placed on an instance: what its host agent should be running. */
+  async activeJobIdsOnInstance(instanceId: string): Promise<string[]> {
+    const rows = await this.orm.em.fork().find(Job, { instance: instanceId, status: { $in: PLACED_JOB } }, { fields: ["id"] });
+    return rows.map((j) => j.id);
   }
 
   async processRun(runId: string): Promise<ProcessResult> {

@@ -1,7 +1,7 @@
 // Runs: plan, apply, list, get, stop, delete and watch. A run's jobs (nodes × replicas) and
 // their first submissions are created in the apply transaction; from then on the scheduler
 // (scheduler/, via JobsService) moves them, woken by the events published here after commit.
-import type { ResourceRequirements, RunConfig } from "@dstack/proto";
+import { collectSecretReferences, type ResourceRequirements, type RunConfig } from "@dstack/proto";
 import { JobStatus, JobTerminationReason, RunStatus, RunTerminationReason, enumName, enumValue } from "../domain/enums.js";
 import { withTransaction, type Em, type Orm } from "../db/database.js";
 import { Job, Member, Project, Run, User, build } from "../db/entities.js";
@@ -28,7 +28,32 @@ export interface RunSpecInput {
   extra?: Record<string, unknown>;
 }
 
-/** The per-job part of a run spec the scheduler and the runner need. */
+/** dstack's default image; `-devel-` (with nvcc) when `nvcc: true`. */
+export const DEFAULT_IMAGE = "dstackai/base:0.15-base-ubuntu24.04";
+export const DEFAULT_DEVEL_IMAGE = "dstackai/base:0.15-devel-ubuntu24.04";
+/** Docker-in-Docker (`docker: true`). */
+export const DIND_IMAGE = "dstackai/dind";
+/** Working directory of the default image. */
+export const DEFAULT_IMAGE_WORKING_DIR = "/dstack/run";
+
+/** How the runner gets the repository (RepoInfo of the RunSpec, kept in `extra.repo`). */
+export interface StoredRepo {
+  type: "remote" | "local" | "virtual";
+  url?: string;
+  branch?: string;
+  hash?: string;
+  configName?: string;
+  configEmail?: string;
+  /** Empty = the working directory. */
+  dir?: string;
+  ifExists: "error" | "skip";
+}
+
+/**
+ * The per-job part of a run spec the scheduler and the agents need. Built once at apply from the
+ * configuration and the RunSpec; secret references stay references (`${{ secrets.NAME }}`) and
+ * are resolved only when the job is dispatched, so no plaintext is ever stored here.
+ */
 export interface StoredJobSpec {
   jobName: string;
   replicaNum: number;
@@ -36,7 +61,8 @@ export interface StoredJobSpec {
   jobsPerReplica: number;
   resources: ResourceRequirements;
   commands: string[];
-  image?: string;
+  /** The image to run: the configuration's, else dstack's default image. */
+  image: string;
   /** Seconds; null = no limit. */
   maxDuration: number | null;
   /** Seconds of grace on a graceful stop; null = "off" (no grace). */
@@ -45,6 +71,39 @@ export interface StoredJobSpec {
   /** Only instances of these fleets; empty = any. */
   fleets: string[];
   maxPrice?: number;
+  /** `name_or_uid[:group]` the commands run as; unset = the image's user. */
+  user?: string;
+  /** Privileged container (also implied by `docker: true`). */
+  privileged: boolean;
+  /** Entrypoint, as written; when set, commands are its arguments. */
+  entrypoint?: string;
+  /** Absolute shell path commands run with (`/bin/bash` for the default image, else `/bin/sh`). */
+  shell: string;
+  /** Configuration env with `-e` on top; values may reference secrets. */
+  env: Record<string, string>;
+  /** Names of the secrets `env` and `registryAuth` reference. */
+  secretNames: string[];
+  /** Empty = the image's working directory. */
+  workingDir: string;
+  /** Container ports the job exposes. */
+  ports: number[];
+  /** Private registry credentials; may reference secrets. */
+  registryAuth?: { username: string; password: string };
+  /** Host paths bind-mounted into the container. */
+  instanceMounts: { instancePath: string; path: string; optional: boolean }[];
+  /** Network volumes (names are alternatives). */
+  volumeMounts: { names: string[]; path: string }[];
+  repoId?: string;
+  /** SHA-256 of the uploaded code blob (RunSpec.repo_code_hash). */
+  repoCodeHash?: string;
+  repo: StoredRepo;
+  /** `files:` archives (by content hash) and where they go. */
+  fileArchives: { hash: string; path: string }[];
+  /** Clone only the branch. */
+  singleBranch: boolean;
+  /** The user's key for attaching (`ssh <run>`). */
+  sshKeyPub?: string;
+  runType: RunConfig["type"];
 }
 
 export interface JobSubmissionView {
@@ -116,19 +175,70 @@ const FINISHED = [RunStatus.TERMINATED, RunStatus.FAILED, RunStatus.DONE];
 
 const secs = (d: number | "off"): number | null => (d === "off" ? null : d);
 
-/** Jobs of a run: nodes × replicas (or the groups' sums), with each job's resources. */
-export function buildJobSpecs(runName: string, c: RunConfig): StoredJobSpec[] {
+/** `sh`/`bash`/absolute path → the shell's path; default by image. */
+function shellPath(shell: string | undefined, defaultImage: boolean): string {
+  if (shell === "sh") return "/bin/sh";
+  if (shell === "bash") return "/bin/bash";
+  return shell ?? (defaultImage ? "/bin/bash" : "/bin/sh");
+}
+
+/** Quotes `run.args` for a POSIX shell, as `${{ run.args }}` expands to them. */
+const shellQuote = (a: string) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'"'"'`)}'`);
+
+function storedRepo(extra: Record<string, unknown> | undefined, hasCode: boolean, c: RunConfig): StoredRepo {
+  const r = (extra?.repo ?? null) as Partial<StoredRepo> | null;
+  if (r && (r.type === "remote" || r.type === "local" || r.type === "virtual")) return { ifExists: "error", ...r, type: r.type };
+  const ref = c.repos[0];
+  if (ref?.url) return { type: "remote", url: ref.url, ...(ref.branch ? { branch: ref.branch } : {}), ...(ref.hash ? { hash: ref.hash } : {}), dir: ref.path === "." ? "" : ref.path, ifExists: ref.ifExists };
+  if (hasCode) return { type: "local", dir: ref && ref.path !== "." ? ref.path : "", ifExists: ref?.ifExists ?? "error" };
+  return { type: "virtual", ifExists: "error" };
+}
+
+/** Jobs of a run: nodes × replicas (or the groups' sums), with each job's resources and what its agents need. */
+export function buildJobSpecs(runName: string, c: RunConfig, spec: Partial<Omit<RunSpecInput, "configuration">> = {}): StoredJobSpec[] {
+  const defaultImage = !c.image && !c.docker;
+  const image = c.image ?? (c.docker ? DIND_IMAGE : c.nvcc ? DEFAULT_DEVEL_IMAGE : DEFAULT_IMAGE);
+  const env = { ...c.env.values, ...(spec.env ?? {}) };
+  const registryAuth = c.registryAuth ? { username: c.registryAuth.username, password: c.registryAuth.password } : undefined;
+  const extra = spec.extra;
+  const runArgs = (spec.runArgs ?? []).map(shellQuote).join(" ");
+  const expand = (cmds: string[]) => cmds.map((x) => x.replace(/\$\{\{\s*run\.args\s*\}\}/g, runArgs));
+  const ports = c.type === "service" ? [c.port.containerPort] : c.ports.map((p) => p.containerPort);
+  const workingDir = (typeof extra?.workingDir === "string" && extra.workingDir) || c.workingDir || (defaultImage ? DEFAULT_IMAGE_WORKING_DIR : "");
+  // RunSpec.file_archives as the API keeps them in `extra` ({archiveHash, path}).
+  const fileArchives = (Array.isArray(extra?.fileArchives) ? (extra.fileArchives as { archiveHash?: unknown; hash?: unknown; path?: unknown }[]) : []).flatMap((f) => {
+    const hash = f?.archiveHash ?? f?.hash;
+    return typeof hash === "string" && hash && typeof f.path === "string" ? [{ hash: hash.toLowerCase(), path: f.path }] : [];
+  });
   const common = {
-    image: c.image,
+    image,
     maxDuration: secs(c.maxDuration),
     stopDuration: secs(c.stopDuration),
     retry: resolveRetryPolicy(c.retry ? { onEvents: c.retry.onEvents, durationSeconds: c.retry.duration } : null),
     fleets: (c.fleets ?? []).map((f) => f.name),
     ...(c.maxPrice !== undefined ? { maxPrice: c.maxPrice } : {}),
+    ...(c.user !== undefined ? { user: c.user } : {}),
+    privileged: c.privileged || c.docker,
+    ...(c.type !== "dev-environment" && c.entrypoint !== undefined ? { entrypoint: c.entrypoint } : {}),
+    shell: shellPath(c.shell, defaultImage),
+    env,
+    secretNames: collectSecretReferences(c).filter((n, i, all) => all.indexOf(n) === i),
+    workingDir,
+    ports,
+    ...(registryAuth ? { registryAuth } : {}),
+    instanceMounts: c.volumes.flatMap((v) => (v.kind === "instance" ? [{ instancePath: v.instancePath, path: v.path, optional: v.optional }] : [])),
+    volumeMounts: c.volumes.flatMap((v) => (v.kind === "network" ? [{ names: v.names, path: v.path }] : [])),
+    ...(spec.repoId ? { repoId: spec.repoId } : {}),
+    ...(spec.repoCodeHash ? { repoCodeHash: spec.repoCodeHash.toLowerCase() } : {}),
+    repo: storedRepo(extra, Boolean(spec.repoCodeHash), c),
+    fileArchives,
+    singleBranch: c.singleBranch,
+    ...(typeof extra?.sshKeyPub === "string" && extra.sshKeyPub ? { sshKeyPub: extra.sshKeyPub } : {}),
+    runType: c.type,
   };
   const out: StoredJobSpec[] = [];
   const push = (replicaNum: number, jobNum: number, jobsPerReplica: number, resources: ResourceRequirements, commands: string[]) =>
-    out.push({ ...common, jobName: `${runName}-${jobNum}-${replicaNum}`, replicaNum, jobNum, jobsPerReplica, resources, commands });
+    out.push({ ...common, jobName: `${runName}-${jobNum}-${replicaNum}`, replicaNum, jobNum, jobsPerReplica, resources, commands: expand(commands) });
   if (c.type === "task") {
     const groups = c.groups ?? [{ nodes: c.nodes ?? 1, resources: c.resources, commands: c.commands }];
     const total = groups.reduce((s, g) => s + g.nodes, 0);
@@ -142,7 +252,7 @@ export function buildJobSpecs(runName: string, c: RunConfig): StoredJobSpec[] {
       for (let i = 0; i < n; i++) push(replicaNum++, 0, 1, g.resources, g.commands);
     }
   } else {
-    push(0, 0, 1, c.resources, c.init);
+    push(0, 0, 1, c.resources, [...c.setup, ...c.init]);
   }
   return out;
 }
@@ -196,7 +306,7 @@ export class RunsService {
     const { project } = await this.projects.authorize(em, actor, projectName, "runs.apply");
     const runName = spec.runName ?? spec.configuration.name ?? "";
     const current = runName ? await em.findOne(Run, { project: project.id, runName, deleted: false }, { orderBy: { submittedAt: "desc" } }) : null;
-    const jobs = buildJobSpecs(runName || "run", spec.configuration);
+    const jobs = buildJobSpecs(runName || "run", spec.configuration, spec);
     const candidates = await this.offers.candidates(project.id, em);
     const jobPlans = jobs.map((j) => {
       const all = offersFrom(candidates, { resources: j.resources, fleets: j.fleets, maxPrice: j.maxPrice, includeBusy: opts.includeBusy ?? true, wholeHost: j.jobsPerReplica > 1 });
@@ -246,7 +356,7 @@ export class RunsService {
       });
       em.persist(run);
       const created: Job[] = [];
-      for (const js of buildJobSpecs(runName, spec.configuration)) {
+      for (const js of buildJobSpecs(runName, spec.configuration, spec)) {
         const job = build(Job, {
           run: em.getReference(Run, run.id, { wrapped: true }),
           jobNum: js.jobNum,
