@@ -181,6 +181,20 @@ describe("handleConnection", () => {
     await server.close();
   });
 
+  it("runs several sessions at once over one connection", async () => {
+    const server = makeServer();
+    const [clientSide, serverSide] = duplexPair();
+    server.handleConnection(serverSide, { taskId: "task-bb" });
+    const c = await connectClient(clientSide);
+    try {
+      const results = await Promise.all([1, 2, 3, 4].map(async (i) => collect(await execOn(c, `sleep 0.2; echo session-${i}; exit ${i}`))));
+      expect(results.map((r) => [r.code, r.stdout])).toEqual([1, 2, 3, 4].map((i) => [i, `session-${i}\n`]));
+    } finally {
+      c.end();
+      await server.close();
+    }
+  });
+
   it("refuses a login whose task the tunnel does not bind", async () => {
     const server = makeServer();
     const [clientSide, serverSide] = duplexPair();

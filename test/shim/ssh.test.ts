@@ -144,6 +144,21 @@ describe("commands (exec)", () => {
     expect(r.stdout).toMatch(new RegExp(`^127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.1 ${port}\\n$`));
   });
 
+  it("streams large output intact and in order", async () => {
+    const r = await sshCmd("bb", "seq 1 300000; echo done >&2");
+    expect(r.code).toBe(0);
+    const lines = r.stdout.split("\n");
+    expect(lines.length).toBe(300001);
+    expect(lines[0]).toBe("1");
+    expect(lines[299999]).toBe("300000");
+    expect(r.stderr).toBe("done\n");
+  });
+
+  it("runs a shell without a pty that reads its commands from stdin (ssh -T)", async () => {
+    const r = await ssh("glibc", ["-T"], { input: "echo from-stdin; test -t 0 || echo no-tty; exit 5\n" });
+    expect(r).toMatchObject({ code: 5, stdout: "from-stdin\nno-tty\n" });
+  });
+
   it("ends the session with exit status 137 when the container dies", async () => {
     const victim = await startTaskContainer(TEST_IMAGES.busybox, "bridge");
     try {
