@@ -6,7 +6,7 @@ import ssh2 from "ssh2";
 import type { ClientChannel, ConnectConfig, ExecOptions } from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { authorizedKeyMatches, createShimSshServer, type ShimSshServer, type ShimSshServerOptions } from "../../agent-shim/src/ssh/index.js";
-import { docker, requireTestImages, TEST_IMAGES } from "../helpers/docker.js";
+import { docker, requireTestImages, TEST_CONTAINER_LABEL, TEST_IMAGES } from "../helpers/docker.js";
 import { execIn, makeClientKey, runSsh, sshBaseArgs, startTaskContainer, tempDir, type ClientKey, type TaskContainer } from "./ssh-harness.js";
 
 const { Client } = ssh2;
@@ -254,6 +254,26 @@ describe("terminals and signals", () => {
     c.end();
     await waitUntilGone(bb, "sleep 4141");
     await server.close();
+  });
+});
+
+describe("failures", () => {
+  it("reports a container that is not running on stderr with exit status 255", async () => {
+    const stopped = await docker().createContainer({ Image: TEST_IMAGES.busybox, Cmd: ["sleep", "3600"], Labels: { [TEST_CONTAINER_LABEL]: "1" } });
+    const server = makeServer({ resolveLogin: async () => ({ containerId: stopped.id, networkMode: "bridge", containerIp: "" }) });
+    const [clientSide, serverSide] = duplexPair();
+    server.handleConnection(serverSide);
+    try {
+      const c = await connectClient(clientSide);
+      const r = await collect(await execOn(c, "echo hi"));
+      expect(r.code).toBe(255);
+      expect(r.stdout).toBe("");
+      expect(r.stderr).toMatch(/^dstack-shim: cannot start a process in the container: .*not running/);
+      c.end();
+    } finally {
+      await server.close();
+      await stopped.remove({ force: true });
+    }
   });
 });
 
