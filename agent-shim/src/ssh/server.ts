@@ -112,6 +112,8 @@ export function createShimSshServer(options: ShimSshServerOptions): ShimSshServe
     });
     socket.once("close", () => cleanup(state));
 
+    // One ssh2 Server per connection: its listener is where this stream's context (the tunnel's
+    // task) meets ssh2's client object. It never listens, and the host key is parsed already.
     const server = new Server(
       {
         hostKeys: [{ key: hostKey.parsed }],
