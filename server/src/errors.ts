@@ -91,6 +91,15 @@ export const ERRORS = {
   },
   DSTACK_CODE_HASH_MISMATCH: { status: "InvalidArgument", message: "The blob's SHA-256 is {actual}, not the declared {declared}." },
   DSTACK_JOB_NOT_FOUND: { status: "NotFound", message: "Job submission '{job}' does not exist." },
+  // tunnels (ssh, port forwards)
+  DSTACK_RUN_NOT_RUNNING: {
+    status: "FailedPrecondition",
+    message: "Run '{run}' is {status}; ssh and port forwarding need it running. Check it with `dstack ps`, and wait or re-submit it with `dstack apply`.",
+  },
+  DSTACK_TUNNEL_FAILED: {
+    status: "Unavailable",
+    message: "Cannot reach run '{run}' on instance '{instance}': {reason}",
+  },
   // state machines
   DSTACK_INVALID_TRANSITION: {
     status: "FailedPrecondition",

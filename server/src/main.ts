@@ -149,6 +149,7 @@ export async function main(argv: string[]): Promise<number> {
     // Runners push logs and fetch code through the mesh's data hooks, backed by the services.
     mesh = await createMeshServer({ settings, orm, data: meshDataHooks(orm, services) });
     await mesh.listen(settings.agentPort, settings.host);
+    services.tunnels.useOpener(mesh.tunnels); // `ssh <run>` and port forwards ride tunnels the shims dial in
     app = await createApp({ settings, orm, services, shutdownTimeoutMs: SHUTDOWN_GRACE_MS, caFingerprintSha256: mesh.caFingerprint });
     app.log.info({ home: settings.homeDir, database: settings.database.dialect, encryptionKey: settings.encryptionKeySource }, "dstack server starting");
     await app.listen({ host: settings.host, port: settings.port });

@@ -81,8 +81,12 @@ export async function fetchPinnedCa(serverUrl: string, caSha256: string, servern
  */
 export const AGENT_PORT_WINDOWS = { streamBytes: 1 << 20, connectionBytes: 8 << 20 } as const;
 
-/** Opens the connection-level window of each session it makes (Node has no option for it). */
-class WideWindowSessionManager extends Http2SessionManager {
+/**
+ * An Http2SessionManager that opens the connection-level window of each session it makes to
+ * AGENT_PORT_WINDOWS.connectionBytes (Node has no option for it). Pass
+ * `settings: { initialWindowSize }` in its session options for the stream window.
+ */
+export class WideWindowSessionManager extends Http2SessionManager {
   private readonly widened = new WeakSet<object>();
   override async request(...args: Parameters<Http2SessionManager["request"]>): ReturnType<Http2SessionManager["request"]> {
     const stream = await super.request(...args);

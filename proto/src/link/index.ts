@@ -1,6 +1,6 @@
 // @dstack/proto/link — the agent side of the mesh, shared by dstack-shim and dstack-runner
 // (and the X.509 helpers the server's CA uses).
-export { enroll, renewCertificate, fetchPinnedCa, agentTransport, AGENT_PORT_WINDOWS, EnrollError, type EnrollOptions } from "./enroll.js";
+export { enroll, renewCertificate, fetchPinnedCa, agentTransport, AGENT_PORT_WINDOWS, WideWindowSessionManager, EnrollError, type EnrollOptions } from "./enroll.js";
 export { connectLink, backoffDelay, type ConnectLinkOptions, type LinkClient, type LinkClientEvents, type CommandHandlers, type CommandContext, type BackoffOptions } from "./client.js";
 export { IdentityStore, type StoredIdentity } from "./identity.js";
 export { AsyncQueue } from "./queue.js";

@@ -15,6 +15,7 @@ import { JobsService } from "./jobs.js";
 import { LogsService } from "./logs.js";
 import { OffersService } from "./offers.js";
 import { RunsService } from "./runs.js";
+import { TunnelsService } from "./tunnels.js";
 
 export interface Services {
   users: UsersService;
@@ -27,6 +28,8 @@ export interface Services {
   jobs: JobsService;
   logs: LogsService;
   code: CodeService;
+  /** Tunnels to running jobs (ssh, port forwards); the agent port's broker is plugged in with `useOpener`. */
+  tunnels: TunnelsService;
   /** Services publish here after each commit; the scheduler and watchers listen. */
   bus: EventBus;
   clock: Clock;
@@ -58,7 +61,8 @@ export function createServices(orm: Orm, settings: Settings, opts: ServiceOption
   const jobs = new JobsService(orm, offers, bus, clock);
   const logs = new LogsService(orm, projects, bus, settings.homeDir);
   const code = new CodeService(orm, projects, opts.codeUploadLimit ?? envCodeLimit());
-  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, bus, clock };
+  const tunnels = new TunnelsService(orm, projects);
+  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, bus, clock };
 }
 
 /** First-start work, safe to repeat: the admin user and the default project. */
