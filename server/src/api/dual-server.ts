@@ -23,6 +23,8 @@ import { Duplex } from "node:stream";
 export type DualHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+const H2_STREAM_WINDOW = 1 << 20;
+const H2_CONNECTION_WINDOW = 8 << 20;
 
 export interface DualServer extends http.Server {
   /** Sends GOAWAY on every h2c session: open streams finish, no new ones start. */
@@ -38,10 +40,13 @@ export interface DualServerOptions {
 
 export function createDualServer(handler: DualHandler, opts: DualServerOptions = {}): DualServer {
   const h1 = http.createServer(handler) as DualServer;
-  const h2 = http2.createServer(handler as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  // Wide flow-control windows (Node keeps 64 KiB per connection otherwise): tunnels (`ssh <run>`,
+  // scp, port forwards) would be capped at 64 KiB per round trip from a distant client.
+  const h2 = http2.createServer({ settings: { initialWindowSize: H2_STREAM_WINDOW } }, handler as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
   const sessions = new Set<Http2Session>();
   h2.on("session", (session) => {
     sessions.add(session);
+    session.setLocalWindowSize(H2_CONNECTION_WINDOW);
     session.once("close", () => sessions.delete(session));
     session.setTimeout(opts.http2SessionTimeoutMs ?? 72_000, () => session.close());
   });
