@@ -345,6 +345,70 @@ describe("mesh: tunnels", () => {
     await source.close();
   });
 
+  it("applies backpressure to the writer too: a target that stops reading stops the server's writes", async () => {
+    const total = 50 * MB;
+    const received = createHash("sha256");
+    let sink!: net.Socket;
+    const target = await tcpServer((s) => {
+      sink = s;
+      s.pause(); // reads nothing until told
+      s.on("data", (c: Buffer) => received.update(c));
+    });
+    const t = await open(target.port);
+    let accepted = 0; // bytes whose write callback ran: handed on toward the agent
+    const sent = createHash("sha256");
+    const writing = (async () => {
+      for (let n = 0; n < total; ) {
+        const chunk = randomBytes(MB);
+        sent.update(chunk);
+        n += chunk.length;
+        if (!t.write(chunk, () => (accepted += chunk.length))) await new Promise((r) => t.once("drain", r));
+      }
+      t.end();
+    })();
+    let last = -1;
+    let stableSince = Date.now();
+    await until(() => {
+      if (accepted !== last) {
+        last = accepted;
+        stableSince = Date.now();
+      }
+      return Date.now() - stableSince > 500;
+    }, "the writer to stall", 20_000);
+    console.log(`[tunnel] target not reading: the server's writes stalled after ${(accepted / MB).toFixed(1)} MB of 50; ${(t.writableLength / 1024).toFixed(0)} KiB queued in the tunnel`);
+    expect(accepted).toBeLessThan(total / 4);
+    expect(t.writableLength).toBeLessThanOrEqual(2 * MB);
+    sink.resume();
+    await writing;
+    await new Promise((r) => sink.once("end", r));
+    expect(received.digest("hex")).toBe(sent.digest("hex"));
+    sink.end();
+    await readAll(t);
+    await target.close();
+  });
+
+  it("revoking a shim closes its open tunnels", async () => {
+    const other = await enrollShim(f);
+    const s2 = simShim(other.home, [], {
+      handlers: {
+        ping: () => ({ agentTime: timestampNow() }),
+        openTunnel: async (cmd) => {
+          await serveTunnelToTcp(await acceptTunnel({ home: other.home, tunnelId: cmd.tunnelId }), cmd.host, cmd.port);
+          return create(OpenTunnelResultSchema);
+        },
+      },
+    });
+    await s2.link.waitConnected();
+    const t = await f.mesh.tunnels.open({ instanceId: other.instanceId, target: "host-port", port: echo.port });
+    t.write("a");
+    await readN(t, 1);
+    const failed = new Promise<Error>((r) => t.once("error", r));
+    f.mesh.revoke("shim", other.instanceId);
+    expect(ConnectError.from(await failed).rawMessage).toBe(`Agent shim/${other.instanceId} is revoked. Enroll it again with a new join token.`);
+    await until(() => echo.conns() === 0 && f.mesh.tunnels.openCount === 0, "the revoked shim's tunnel to close at the target");
+    await s2.link.close();
+  });
+
   it("measures the latency a tunnel adds to a 1-byte round trip (vs direct TCP)", async () => {
     const direct = net.connect({ port: echo.port, host: "127.0.0.1", noDelay: true });
     await new Promise((r) => direct.once("connect", r));

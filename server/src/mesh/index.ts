@@ -135,6 +135,7 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
     revoke(kind, id) {
       revocations.revoke(kind, id);
       links.forget(kind, id, meshErr("MESH_REVOKED", { kind, id }));
+      tunnels.closeAgent(kind, id, meshErr("MESH_REVOKED", { kind, id }));
     },
     listen(port, host = "0.0.0.0") {
       return new Promise((resolve, reject) => {

@@ -14,7 +14,7 @@ import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { UniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import { OpenResponseSchema, OpenTunnelCommandSchema, TunnelTarget, type OpenRequest, type OpenResponse, type TunnelService } from "@dstack/proto/agent";
-import { TunnelDuplex, type TunnelFrame } from "@dstack/proto/link";
+import { TunnelDuplex, type AgentKindName, type TunnelFrame } from "@dstack/proto/link";
 import { meshErr } from "./errors.js";
 import type { Links } from "./links.js";
 import { requirePeer } from "./peer.js";
@@ -81,7 +81,8 @@ function toResponse(f: TunnelFrame): OpenResponse {
 
 export class TunnelBroker {
   private readonly pending = new Map<string, Pending>();
-  private readonly open_ = new Set<TunnelDuplex>();
+  /** Open tunnels and the instance each reaches. */
+  private readonly open_ = new Map<TunnelDuplex, string>();
 
   constructor(
     private readonly links: Links,
@@ -173,7 +174,7 @@ export class TunnelBroker {
     const tunnel = new TunnelDuplex();
     tunnel.attach(fromRequests(it));
     if (!p.accept(tunnel)) throw meshErr("MESH_TUNNEL_UNKNOWN", { tunnel: id });
-    this.open_.add(tunnel);
+    this.open_.set(tunnel, peer.id);
     tunnel.once("close", () => this.open_.delete(tunnel));
     const onAbort = (): void => void tunnel.destroy(new Error(`the agent's stream for tunnel ${id} closed`));
     ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -184,6 +185,14 @@ export class TunnelBroker {
     } finally {
       ctx.signal.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** Closes every open tunnel of an agent (it was revoked or removed); their readers see `error`. */
+  closeAgent(kind: AgentKindName, id: string, error: Error): number {
+    if (kind !== "shim") return 0;
+    let n = 0;
+    for (const [t, instanceId] of this.open_) if (instanceId === id) (t.destroy(error), n++);
+    return n;
   }
 
   /**
