@@ -17,13 +17,13 @@ describe("the installed dstack binary", () => {
     expect(stdout).toMatch(/apply/);
   });
 
-  it("validates an example and fails with exit code 1 and a located error on a bad one", async () => {
+  it("validates an example and fails with exit code 2 and a located error on a bad one", async () => {
     const ok = await run(dstackBin, ["apply", "-f", "examples/hello.dstack.yml", "--dry-run"], { cwd: root });
     expect(ok.stdout).toContain("Configuration is valid");
     const dir = await mkdtemp(join(tmpdir(), "dstack-bin-"));
     await writeFile(join(dir, "bad.dstack.yml"), "type: task\ncommands: [echo]\nimage: [1, 2]\n");
     const bad = await run(dstackBin, ["apply", "-f", "bad.dstack.yml", "--dry-run"], { cwd: dir }).catch((e: unknown) => e);
-    expect(bad).toMatchObject({ code: 1 });
+    expect(bad).toMatchObject({ code: 2 });
     expect((bad as { stderr: string }).stderr).toMatch(/^bad\.dstack\.yml:3:8:/);
     expect((bad as { stderr: string }).stderr).not.toMatch(/\bat .*\.ts:\d+/); // no stack trace
   });

@@ -184,8 +184,7 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
     io.stdout.write(`Run ${runName} submitted, detaching...\n`);
     return 0;
   }
-  io.stdout.write(`Run ${runName} submitted. Attaching (Ctrl-C detaches; the run goes on)...\n`);
-  return attachToRun(client, runName, io);
+  return attachToRun(client, runName, io, { onAttached: () => io.stdout.write(`Run ${runName} submitted. Attaching (Ctrl-C detaches; the run goes on)...\n`) });
 }
 
 async function stopAndWait(client: Client, name: string): Promise<void> {

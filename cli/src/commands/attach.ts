@@ -14,6 +14,8 @@ import type { CliIO } from "../io.js";
 import { clientFor, parseCount, stderrPalette, withProject, type ProjectOptions } from "./common.js";
 
 export interface AttachOptions {
+  /** Called once Ctrl-C is caught, to say so: whoever reads it may press Ctrl-C from then on. */
+  onAttached?: () => void;
   replica?: number;
   job?: number;
   since?: Date;
@@ -30,6 +32,7 @@ export async function attachToRun(client: Client, name: string, io: CliIO, opts:
     detached = true;
     ac.abort();
   });
+  opts.onAttached?.();
 
   let lastStatus = "";
   let latest: Run | undefined;
@@ -97,6 +100,7 @@ export function registerAttach(program: Command, io: CliIO, setExit: (code: numb
     }
     setExit(
       await attachToRun(client, run, io, {
+        onAttached: () => io.stderr.write(`Attaching to ${run} (Ctrl-C detaches; the run goes on)...\n`),
         ...(options.replica ? { replica: parseCount("--replica", options.replica) } : {}),
         ...(options.job ? { job: parseCount("--job", options.job) } : {}),
       }),

@@ -155,15 +155,16 @@ export function formatRunsTable(runs: Run[], opts: RunsTableOptions = {}): strin
  */
 export function formatFinishedMessage(run: Run): { text: string; ok: boolean } {
   const sub = run.latestJobSubmission ?? latestSubmission(run);
-  const status = jobStatusText(sub);
+  const status = runStatusText(run);
   const cap = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
   if (run.status === RunStatus.DONE) return { text: `${cap(status)}\n`, ok: true };
   let text = `${cap(status)}`;
   const error = sub?.error || run.error;
   if (error) text += ` (${error})`;
   text += "\n";
+  if (run.status !== RunStatus.FAILED) return { text, ok: false };
   if (sub?.terminationReasonMessage) text += `${sub.terminationReasonMessage}\n`;
-  if (sub?.terminationReason && sub.terminationReason !== JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY && run.status === RunStatus.FAILED) {
+  if (sub?.terminationReason && sub.terminationReason !== JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY) {
     text += `Check \`dstack logs -d ${runName(run)}\` for more details.\n`;
   }
   return { text, ok: false };
