@@ -4,6 +4,7 @@
 //   bin/node      a copy of this Node binary
 //   lib/          the shared libraries `ldd bin/node` lists, and the dynamic loader
 //   bundle.json   version, input hash, and the argv that starts the runner
+//   package.json  {"type": "commonjs"}, so runner.js loads as CJS wherever the bundle sits
 //
 // Mounted read-only into any image (no Node, no glibc needed) and started as
 //   <dir>/lib/ld-linux-x86-64.so.2 --library-path <dir>/lib <dir>/bin/node <dir>/runner.js
@@ -78,13 +79,16 @@ function listLibraries(binary: string): { libs: Map<string, string>; loader: str
   return { libs, loader };
 }
 
-async function main(): Promise<void> {
-  const force = process.argv.includes("--force");
+export const RUNNER_BUNDLE_DIR = OUT;
+
+/** Builds the bundle unless it is up to date; returns where it is and whether it was rebuilt. */
+export async function buildRunnerBundle(o: { force?: boolean; log?: (line: string) => void } = {}): Promise<{ dir: string; built: boolean }> {
+  const log = o.log ?? ((l: string) => console.log(l));
   const started = Date.now();
   const hash = inputHash();
-  if (!force && existsSync(STAMP) && readFileSync(STAMP, "utf8").trim() === hash && existsSync(join(OUT, "runner.js")) && existsSync(join(OUT, "bin", "node"))) {
-    console.log(`runner bundle up to date: ${relative(process.cwd(), OUT) || OUT} (${Date.now() - started} ms)`);
-    return;
+  if (!o.force && existsSync(STAMP) && readFileSync(STAMP, "utf8").trim() === hash && existsSync(join(OUT, "runner.js")) && existsSync(join(OUT, "bin", "node"))) {
+    log(`runner bundle up to date: ${relative(process.cwd(), OUT) || OUT} (${Date.now() - started} ms)`);
+    return { dir: OUT, built: false };
   }
   const tmp = `${OUT}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -126,9 +130,17 @@ async function main(): Promise<void> {
       argv: [`lib/${basename(loader)}`, "--library-path", "lib", "bin/node", "runner.js"],
     };
     writeFileSync(join(tmp, "bundle.json"), JSON.stringify(manifest, null, 2) + "\n");
+    // runner.js is CommonJS wherever the bundle sits (even under this repo's "type": "module").
+    writeFileSync(join(tmp, "package.json"), JSON.stringify({ type: "commonjs" }) + "\n");
     writeFileSync(join(tmp, ".stamp"), hash + "\n");
     rmSync(OUT, { recursive: true, force: true });
-    renameSync(tmp, OUT);
+    try {
+      renameSync(tmp, OUT);
+    } catch (e) {
+      // A concurrent build (two test files) got there first with the same inputs: keep its result.
+      if (!(existsSync(STAMP) && readFileSync(STAMP, "utf8").trim() === hash)) throw e;
+      rmSync(tmp, { recursive: true, force: true });
+    }
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
@@ -138,14 +150,15 @@ async function main(): Promise<void> {
     return s.isDirectory() ? readdirSync(p).reduce((n, e) => n + size(join(p, e)), 0) : s.size;
   };
   const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
-  console.log(
+  log(
     `runner bundle built in ${Date.now() - started} ms: ${relative(process.cwd(), OUT) || OUT} ` +
       `(runner.js ${mb(size(join(OUT, "runner.js")))}, bin ${mb(size(join(OUT, "bin")))}, lib ${mb(size(join(OUT, "lib")))})`,
   );
+  return { dir: OUT, built: true };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main().catch((e: unknown) => {
+  buildRunnerBundle({ force: process.argv.includes("--force") }).catch((e: unknown) => {
     console.error(`build-runner-bundle: ${e instanceof Error ? e.message : String(e)}`);
     process.exit(1);
   });

@@ -59,6 +59,7 @@ export class Runner {
   private submitResult: SubmitJobResult | null = null;
   private stoppedBeforeSubmit = false;
   private submitTimedOut = false;
+  private closing = false;
   private link: LinkClient | null = null;
   readonly logs: LogPusher;
   private readonly ended: Promise<void>;
@@ -70,6 +71,7 @@ export class Runner {
     this.logs.on("overflow", () => this.stderr("log spool full: new output is being dropped until the server acknowledges"));
     let lastErr = "";
     this.logs.on("error", (e) => {
+      if (this.closing) return; // our own close aborts the stream
       const m = e instanceof Error ? e.message : String(e);
       if (m !== lastErr) this.stderr(`log push: ${m}`); // the same failure once, not per retry
       lastErr = m;
@@ -116,6 +118,7 @@ export class Runner {
     });
     let lastLinkErr = "";
     this.link.on("error", (e) => {
+      if (this.closing) return;
       const m = e instanceof Error ? e.message : String(e);
       if (m !== lastLinkErr) this.diag(`link: ${m}`);
       lastLinkErr = m;
@@ -139,6 +142,7 @@ export class Runner {
     const [logsOk, statesOk] = await Promise.all([this.logs.drain(timeout), this.waitDelivered(timeout)]);
     if (!logsOk) this.stderr(`${this.logs.unacked} log entries still unacknowledged after ${timeout / 1000} s; exiting anyway`);
     if (!statesOk) this.stderr(`could not tell the server the final job state within ${timeout / 1000} s; exiting anyway`);
+    this.closing = true;
     await this.link.close();
     await this.logs.close();
     return final || !this.submitTimedOut ? 0 : 1;
