@@ -172,6 +172,48 @@ describe("dstack apply, ps, stop, delete", () => {
   );
 });
 
+describe("logs", () => {
+  /**
+   * No agent runs jobs here, so the test stores log entries the way the server does when a
+   * runner sends them: JSON lines per job submission under the server dir (services/logs.ts).
+   */
+  async function storeLogs(submissionId: string, stream: "job" | "runner", entries: [number, "stdout" | "stderr" | "runner", string][]): Promise<void> {
+    const dir = join(server.where.serverDir, "logs", submissionId);
+    await mkdir(dir, { recursive: true });
+    const lines = entries.map(([t, s, m], i) => JSON.stringify({ q: i + 1, t, s, m: Buffer.from(m).toString("base64") }) + "\n");
+    await writeFile(join(dir, `${stream}.jsonl`), lines.join(""));
+  }
+
+  it(
+    "logs prints the stored output (stdout to stdout, stderr to stderr), honours --since and --diagnose; -f follows to the run's end",
+    async () => {
+      const dir = await project({ ".dstack.yml": pendingTask("cli-logs") });
+      expect((await dstack(["apply", "-y", "-d"], { ...cli, cwd: dir })).code).toBe(0);
+      const submission = (await client.runs.get("cli-logs")).latestJobSubmission!.id;
+      const t0 = Date.parse("2024-09-24T15:30:00Z");
+      await storeLogs(submission, "job", [
+        [t0, "stdout", "epoch 1\n"],
+        [t0 + 1000, "stderr", "warning: slow\n"],
+        [t0 + 2000, "stdout", "epoch 2\n"],
+      ]);
+      await storeLogs(submission, "runner", [[t0, "runner", "runner: pulling image\n"]]);
+
+      expect(await dstack(["logs", "cli-logs"], cli)).toEqual({ code: 0, stdout: "epoch 1\nepoch 2\n", stderr: "warning: slow\n" });
+      expect(await dstack(["logs", "cli-logs", "--since", "2024-09-24T15:30:01Z"], cli)).toEqual({ code: 0, stdout: "epoch 2\n", stderr: "warning: slow\n" });
+      expect((await dstack(["logs", "cli-logs", "-d"], cli)).stdout).toBe("runner: pulling image\n");
+      const badSince = await dstack(["logs", "cli-logs", "--since", "last tuesday"], cli);
+      expect(badSince.code).toBe(2);
+
+      // -f prints what is stored, then waits for the run (retrying) until it is stopped.
+      const follow = startCli(["logs", "-f", "cli-logs"], cli);
+      await waitForOutput(follow, (out) => out.includes("epoch 2"));
+      await client.runs.stop("cli-logs");
+      expect(await follow.done).toEqual({ code: 0, stdout: "epoch 1\nepoch 2\n", stderr: "warning: slow\n" });
+    },
+    SLOW,
+  );
+});
+
 describe("code upload", () => {
   it(
     "uploads the working tree without what .gitignore/.dstackignore exclude; the same tree gives the same hash",
