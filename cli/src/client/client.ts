@@ -12,9 +12,10 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client as ConnectClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { toProtoConfiguration, toProtoResources, type AnyConfig, type FleetConfig, type ResourceRequirements } from "@dstack/proto";
+import { toProtoConfiguration, toProtoResources, type AnyConfig, type FleetConfig, type GatewayConfig, type ResourceRequirements, type VolumeConfig } from "@dstack/proto";
 import {
   FleetService,
+  GatewayService,
   JobStatus,
   LogEventSource,
   LogService,
@@ -27,8 +28,11 @@ import {
   SecretService,
   ServerService,
   UserService,
+  VolumeService,
   type CreateFleetJoinTokenResponse,
   type Fleet,
+  type Gateway,
+  type Volume,
   type GetServerInfoResponse,
   type JobSubmission,
   type ListOffersResponse,
@@ -126,6 +130,8 @@ export class Client {
   readonly offers: OffersApi;
   readonly server: ServerApi;
   readonly users: UsersApi;
+  readonly volumes: VolumesApi;
+  readonly gateways: GatewaysApi;
   /** @internal */
   readonly rpc: Rpc;
 
@@ -155,6 +161,8 @@ export class Client {
     this.offers = new OffersApi(this);
     this.server = new ServerApi(this);
     this.users = new UsersApi(this);
+    this.volumes = new VolumesApi(this);
+    this.gateways = new GatewaysApi(this);
   }
 }
 
@@ -168,6 +176,8 @@ class Rpc {
   readonly offers: ConnectClient<typeof OfferService>;
   readonly server: ConnectClient<typeof ServerService>;
   readonly users: ConnectClient<typeof UserService>;
+  readonly volumes: ConnectClient<typeof VolumeService>;
+  readonly gateways: ConnectClient<typeof GatewayService>;
 
   constructor(
     transport: Transport,
@@ -181,6 +191,8 @@ class Rpc {
     this.offers = createClient(OfferService, transport);
     this.server = createClient(ServerService, transport);
     this.users = createClient(UserService, transport);
+    this.volumes = createClient(VolumeService, transport);
+    this.gateways = createClient(GatewayService, transport);
   }
 
   async call<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -568,5 +580,76 @@ export class UsersApi {
     const res = await rpc.call("GetMyUser", () => rpc.users.getMyUser({}));
     if (!res.user) throw new DstackError("internal", "The server returned no user.");
     return res.user;
+  }
+}
+
+export class VolumesApi {
+  constructor(private readonly client: Client) {}
+
+  async list(): Promise<Volume[]> {
+    const rpc = this.client.rpc;
+    const out: Volume[] = [];
+    let pageToken = "";
+    do {
+      const res = await rpc.call("ListVolumes", () => rpc.volumes.listVolumes({ projectName: this.client.project, pageToken }));
+      out.push(...res.volumes);
+      pageToken = res.nextPageToken;
+    } while (pageToken);
+    return out;
+  }
+
+  async get(name: string): Promise<Volume> {
+    const rpc = this.client.rpc;
+    const res = await rpc.call("GetVolume", () => rpc.volumes.getVolume({ projectName: this.client.project, name }));
+    if (!res.volume) throw new DstackError("not_found", `Volume '${name}' does not exist in project '${this.client.project}'.`);
+    return res.volume;
+  }
+
+  /** Creates (or registers an existing, with volume_id) network volume. */
+  async create(configuration: VolumeConfig): Promise<Volume> {
+    const rpc = this.client.rpc;
+    const kind = toProtoConfiguration(configuration).kind;
+    const conf = kind.case === "volume" ? kind.value : undefined;
+    if (!conf) throw new DstackError("usage", `A ${configuration.type} configuration is not a volume.`);
+    const res = await rpc.call("CreateVolume", () => rpc.volumes.createVolume({ projectName: this.client.project, configuration: conf }));
+    if (!res.volume) throw new DstackError("internal", "The server returned no volume.");
+    return res.volume;
+  }
+
+  async delete(names: string | string[]): Promise<void> {
+    const rpc = this.client.rpc;
+    await rpc.call("DeleteVolumes", () => rpc.volumes.deleteVolumes({ projectName: this.client.project, names: Array.isArray(names) ? names : [names] }));
+  }
+}
+
+export class GatewaysApi {
+  constructor(private readonly client: Client) {}
+
+  async list(): Promise<Gateway[]> {
+    const rpc = this.client.rpc;
+    return (await rpc.call("ListGateways", () => rpc.gateways.listGateways({ projectName: this.client.project }))).gateways;
+  }
+
+  async get(name: string): Promise<Gateway> {
+    const rpc = this.client.rpc;
+    const res = await rpc.call("GetGateway", () => rpc.gateways.getGateway({ projectName: this.client.project, name }));
+    if (!res.gateway) throw new DstackError("not_found", `Gateway '${name}' does not exist in project '${this.client.project}'.`);
+    return res.gateway;
+  }
+
+  /** Creates the gateway or updates the one of the same name. */
+  async apply(configuration: GatewayConfig, opts: { force?: boolean } = {}): Promise<Gateway> {
+    const rpc = this.client.rpc;
+    const kind = toProtoConfiguration(configuration).kind;
+    const conf = kind.case === "gateway" ? kind.value : undefined;
+    if (!conf) throw new DstackError("usage", `A ${configuration.type} configuration is not a gateway.`);
+    const res = await rpc.call("ApplyGateway", () => rpc.gateways.applyGateway({ projectName: this.client.project, configuration: conf, force: opts.force ?? false }));
+    if (!res.gateway) throw new DstackError("internal", "The server returned no gateway.");
+    return res.gateway;
+  }
+
+  async delete(names: string | string[]): Promise<void> {
+    const rpc = this.client.rpc;
+    await rpc.call("DeleteGateways", () => rpc.gateways.deleteGateways({ projectName: this.client.project, names: Array.isArray(names) ? names : [names] }));
   }
 }

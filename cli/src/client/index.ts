@@ -8,6 +8,8 @@ export {
   OffersApi,
   ServerApi,
   UsersApi,
+  VolumesApi,
+  GatewaysApi,
   isRunFinished,
   isJobFinished,
   isTransientError,

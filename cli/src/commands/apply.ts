@@ -3,7 +3,7 @@
 import { readFile } from "node:fs/promises";
 import { resolve, relative } from "node:path";
 import type { Command } from "commander";
-import { parseConfiguration, parseEnvItem, type AnyConfig, type FleetConfig, type RunConfig } from "@dstack/proto";
+import { parseConfiguration, parseEnvItem, type AnyConfig, type FleetConfig, type GatewayConfig, type RunConfig, type VolumeConfig } from "@dstack/proto";
 import { isRunFinished, type Client } from "../client/client.js";
 import { DstackError } from "../client/errors.js";
 import { formatBytes } from "../client/code.js";
@@ -89,10 +89,7 @@ async function apply(options: ApplyOptions, io: CliIO): Promise<number> {
       return applyFleet(client, configuration, displayName, options, io);
     case "volume":
     case "gateway":
-      throw new DstackError(
-        "unimplemented",
-        `This dstack CLI cannot apply ${configuration.type} configurations yet (the server has no ${configuration.type} service). ${displayName} is valid.`,
-      );
+      return applyNamed(client, configuration, displayName, options, io);
   }
 }
 
@@ -216,6 +213,24 @@ async function applyFleet(client: Client, config: FleetConfig, displayName: stri
   }
   const fleet = await client.fleets.apply(config, { configurationPath: displayName, force: options.force ?? false });
   io.stdout.write(`Fleet ${fleet.name} ${exists ? "updated" : "created"}.\n`);
+  return 0;
+}
+
+/** Volumes and gateways: show the summary, ask, create (or update) by name. */
+async function applyNamed(client: Client, config: VolumeConfig | GatewayConfig, displayName: string, options: ApplyOptions, io: CliIO): Promise<number> {
+  io.stdout.write(formatConfigurationSummary(config, displayName));
+  if (!config.name) throw new CliError(`${displayName}: a ${config.type} needs a name (set \`name:\` or pass -n NAME)`, 2);
+  if (!(await confirm(io, `Apply the ${config.type} ${config.name}?`, { yes: options.yes ?? false }))) {
+    io.stdout.write("\nExiting...\n");
+    return 0;
+  }
+  if (config.type === "volume") {
+    const v = await client.volumes.create(config);
+    io.stdout.write(`Volume ${v.name || config.name} submitted.\n`);
+  } else {
+    const g = await client.gateways.apply(config, { force: options.force ?? false });
+    io.stdout.write(`Gateway ${g.name || config.name} applied.\n`);
+  }
   return 0;
 }
 

@@ -37,7 +37,14 @@ export function registerDelete(program: Command, io: CliIO): void {
         io.stdout.write(`Fleet ${config.name} deleted\n`);
         return;
       }
-      if (config.type === "volume" || config.type === "gateway") throw new DstackError("unimplemented", `This dstack CLI cannot delete ${config.type}s yet.`);
+      if (config.type === "volume" || config.type === "gateway") {
+        const api = config.type === "volume" ? client.volumes : client.gateways;
+        await api.get(config.name);
+        if (!(await confirm(io, `Delete the ${config.type} ${config.name}?`, { yes: options.yes ?? false }))) return void io.stdout.write("\nExiting...\n");
+        await api.delete(config.name);
+        io.stdout.write(`${config.type === "volume" ? "Volume" : "Gateway"} ${config.name} deleted\n`);
+        return;
+      }
       runs = [config.name];
     }
     if (runs.length === 0) throw new CliError("Name the runs to delete, or pass -f FILE.", 2);
