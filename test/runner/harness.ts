@@ -49,8 +49,8 @@ export interface RunnerMesh {
   port: number;
   /** A new mesh server process-equivalent on the same home, database and port (agents must reconnect). */
   restart(): Promise<void>;
-  /** A job row plus a runner home with bootstrap.json for `agentUrl`. */
-  newRunnerHome(agentUrl: (port: number) => string): Promise<{ jobId: string; home: string }>;
+  /** A job row plus a runner home with bootstrap.json for `agentUrl` (and `extra` bootstrap fields). */
+  newRunnerHome(agentUrl: (port: number) => string, extra?: { serverName?: string }): Promise<{ jobId: string; home: string }>;
   /** Resolves with the job's final state as the server hears it (event or state report). */
   finalState(jobId: string, timeoutMs?: number): Promise<JobStateChanged>;
   /** Every job state the server heard for `jobId`, in order (duplicates from reconnects kept). */
@@ -92,11 +92,11 @@ export async function startRunnerMesh(): Promise<RunnerMesh> {
     data,
     port,
     restart: () => listen(port).then(() => {}),
-    async newRunnerHome(agentUrl) {
+    async newRunnerHome(agentUrl, extra = {}) {
       const jobId = await f.addJob(null);
       const { token } = await f.mesh.joinTokens.create({ projectId: f.projectId, kind: "runner", boundId: jobId });
       const home = mkdtempSync(join(tmpdir(), "dstack-runner-home-"));
-      writeFileSync(join(home, "bootstrap.json"), JSON.stringify({ joinToken: token, agentUrl: agentUrl(port), caCertificatePem: f.mesh.ca.certPem }));
+      writeFileSync(join(home, "bootstrap.json"), JSON.stringify({ joinToken: token, agentUrl: agentUrl(port), caCertificatePem: f.mesh.ca.certPem, ...extra }));
       return { jobId, home };
     },
     finalState(jobId, timeoutMs = 60_000) {

@@ -1,0 +1,152 @@
+// dstack-runner inside real containers: the portable bundle mounted read-only into images with
+// no Node (busybox: static, no libc, no /etc/passwd, no bash; glibc: bash, no Node), dialing a
+// real mesh server over the docker bridge, running jobs end to end.
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { JobState, RunnerRepoType, SubmitJobCommandSchema } from "@dstack/proto/agent";
+import { JobTerminationReason } from "@dstack/proto/api";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type Dockerode from "dockerode";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
+import { demux, docker, requireTestImages, runContainer, TEST_CONTAINER_LABEL, TEST_IMAGES } from "../helpers/docker.js";
+import { startRunnerMesh, stateNames, type RunnerMesh } from "./harness.js";
+
+const MOUNT = "/dstack/runner";
+const RUNNER_ARGV = [`${MOUNT}/lib/ld-linux-x86-64.so.2`, "--library-path", `${MOUNT}/lib`, `${MOUNT}/bin/node`, `${MOUNT}/runner.js`];
+
+let bundle: string;
+let m: RunnerMesh;
+let gateway: string;
+
+beforeAll(async () => {
+  await requireTestImages();
+  bundle = (await buildRunnerBundle({ log: () => {} })).dir;
+  m = await startRunnerMesh();
+  const net = (await docker().getNetwork("bridge").inspect()) as { IPAM: { Config: { Gateway?: string }[] } };
+  gateway = net.IPAM.Config.find((c) => c.Gateway)?.Gateway ?? "172.17.0.1";
+});
+afterAll(() => m?.cleanup());
+beforeEach(() => requireTestImages());
+
+interface Started {
+  container: Dockerode.Container;
+  jobId: string;
+  /** Resolves with the container's exit code and output once it ends; removes it. */
+  ended: Promise<{ exitCode: number; stdout: string; stderr: string }>;
+}
+
+/** Starts the runner as the container's process, as the shim does: bundle mounted read-only, home from bootstrap. */
+async function startRunnerContainer(image: string): Promise<Started> {
+  // The server certificate names localhost, not the bridge gateway: bootstrap says which name to check.
+  const { jobId, home } = await m.newRunnerHome((port) => `https://${gateway}:${port}`, { serverName: "localhost" });
+  const container = await docker().createContainer({
+    Image: image,
+    Cmd: RUNNER_ARGV,
+    Labels: { [TEST_CONTAINER_LABEL]: "1" },
+    HostConfig: { Binds: [`${bundle}:${MOUNT}:ro`, `${home}:/dstack/task`], NetworkMode: "bridge" },
+  });
+  await container.start();
+  const ended = (async () => {
+    try {
+      const { StatusCode } = (await container.wait()) as { StatusCode: number };
+      const raw = (await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
+      return { exitCode: StatusCode, ...demux(Buffer.isBuffer(raw) ? raw : Buffer.from(raw)) };
+    } finally {
+      await container.remove({ force: true }).catch(() => undefined);
+    }
+  })();
+  return { container, jobId, ended };
+}
+
+function submit(s: Started, spec: MessageInitShape<typeof SubmitJobCommandSchema>) {
+  const call = m.f.mesh.links.runner(s.jobId).call({ case: "submitJob", value: create(SubmitJobCommandSchema, { jobSubmissionId: s.jobId, runId: "run-42", runName: "box-run", repoId: "repo-7", ...spec }) }, { deadlineMs: 60_000 });
+  return failFast(s, call);
+}
+
+/** `p`, or a failure with the container's output as soon as the container ends first. */
+function failFast<T>(s: Started, p: Promise<T>): Promise<T> {
+  return Promise.race([p, s.ended.then((e) => Promise.reject(new Error(`the runner container ended first (exit ${e.exitCode}):\n${e.stderr}${e.stdout}`)))]);
+}
+
+async function tgz(files: Record<string, string>): Promise<Buffer> {
+  const src = mkdtempSync(join(tmpdir(), "code-"));
+  for (const [p, text] of Object.entries(files)) {
+    mkdirSync(join(src, p, ".."), { recursive: true });
+    writeFileSync(join(src, p), text);
+  }
+  const file = `${src}.tgz`;
+  execFileSync("tar", ["-czf", file, "-C", src, ...Object.keys(files)]);
+  return readFileSync(file);
+}
+
+describe("runner bundle", () => {
+  it.each([TEST_IMAGES.busybox, TEST_IMAGES.glibc])("starts with the bundled loader and prints its version in %s", async (image) => {
+    const r = await runContainer(image, [...RUNNER_ARGV, "--version"], { binds: [`${bundle}:${MOUNT}:ro`] });
+    expect(r).toEqual({ exitCode: 0, stdout: "dstack-runner 0.1.0\n", stderr: "" });
+  });
+});
+
+describe("runner in a container", () => {
+  it("busybox (sh, no /etc/passwd): downloads and extracts the code, sees env and secrets, ends DONE and the container exits 0", async () => {
+    const code = m.data.addBlob(await tgz({ "hello.txt": "hello from the code archive\n", "scripts/run.sh": 'echo "script ran in $PWD"\n' }));
+    const s = await startRunnerContainer(TEST_IMAGES.busybox);
+    const res = await submit(s, {
+      workingDir: "/workflow",
+      code,
+      repo: { type: RunnerRepoType.LOCAL },
+      secrets: { HF_TOKEN: "hf_xyz" },
+      env: { MODEL: "llama", HF_TOKEN: "hf_xyz" },
+      commands: ["cat hello.txt", "sh scripts/run.sh", 'echo "$0 $DSTACK_RUN_NAME $DSTACK_RUN_ID $DSTACK_REPO_ID $DSTACK_JOB_ID $HF_TOKEN $MODEL $HOME"', "[ -e /etc/passwd ] || echo no-passwd"],
+    });
+    expect(res).toMatchObject({ workingDir: "/workflow", username: "root" });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.DONE, exitStatus: 0, terminationReason: JobTerminationReason.DONE_BY_RUNNER });
+    const out = await s.ended;
+    expect(out.exitCode).toBe(0);
+    expect(stateNames(m.heard(s.jobId))).toEqual(["PREPARING", "RUNNING", "DONE"]);
+    expect(m.data.text(s.jobId, "stdout")).toBe(
+      `hello from the code archive\nscript ran in /workflow\n/bin/sh box-run run-42 repo-7 ${s.jobId} hf_xyz llama /root\nno-passwd\n`,
+    );
+    expect(m.data.text(s.jobId, "runner")).toContain("running /bin/sh as root (uid 0) in /workflow");
+    expect(out.stderr).toContain("job DONE (exit status 0)");
+  });
+
+  it("glibc (bash): runs the commands in bash and reports FAILED with the exit status; the container still exits 0", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.glibc);
+    await submit(s, { commands: ['echo "bash ${BASH_VERSINFO[0]} as $(id -un) in $PWD"', "ls /dstack/runner/lib | wc -l", "exit 3", "echo unreachable"] });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.FAILED, exitStatus: 3, terminationReason: JobTerminationReason.CONTAINER_EXITED_WITH_ERROR });
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toMatch(/^bash \d+ as root in \/workflow\n7\n$/);
+  });
+
+  it("busybox: samples the container's cgroup for GetMetrics, then stops with a grace period the job uses to clean up", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.busybox);
+    await submit(s, { commands: ["trap 'echo cleaned up; exit 0' TERM", "echo ready", "while :; do sleep 1; done"] });
+    await failFast(
+      s,
+      new Promise<void>((ok) => {
+        const t = setInterval(() => m.data.text(s.jobId, "stdout").includes("ready") && (clearInterval(t), ok()), 20);
+      }),
+    );
+    const link = m.f.mesh.links.runner(s.jobId);
+    const a = await failFast(s, link.call({ case: "getMetrics", value: {} as never }));
+    const b = await failFast(s, link.call({ case: "getMetrics", value: {} as never }));
+    // The container's own cgroup: the runner's Node alone holds tens of MB.
+    expect(a.memoryUsageBytes).toBeGreaterThan(10n * 1024n * 1024n);
+    expect(a.memoryWorkingSetBytes).toBeLessThanOrEqual(a.memoryUsageBytes);
+    expect(a.cpuUsageMicros).toBeGreaterThan(0n);
+    expect(b.cpuUsageMicros).toBeGreaterThanOrEqual(a.cpuUsageMicros);
+    expect(a.gpus).toEqual([]);
+    await failFast(s, link.call({ case: "stopJob", value: { grace: durationFromMs(30_000), reason: JobTerminationReason.TERMINATED_BY_USER } as never }));
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.TERMINATED, terminationReason: JobTerminationReason.TERMINATED_BY_USER, exitStatus: 0 });
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toBe("ready\ncleaned up\n");
+  });
+});
