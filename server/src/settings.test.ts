@@ -70,7 +70,16 @@ describe("settings", () => {
     expect([s.adminToken, s.host, s.port, s.agentPort, s.logLevel]).toEqual(["my-admin-token", "0.0.0.0", 8080, 8081, "debug"]);
   });
 
+  it("agents: the agent URL defaults to loopback on the agent port, the local fleet is on unless turned off", () => {
+    const d = loadSettings({ DSTACK_SERVER_DIR: home(), DSTACK_SERVER_HOST: "0.0.0.0", DSTACK_SERVER_AGENT_PORT: "4001" });
+    expect([d.agentUrl, d.localFleet, d.shimBin]).toEqual(["https://127.0.0.1:4001", true, undefined]);
+    const s = loadSettings({ DSTACK_SERVER_DIR: home(), DSTACK_SERVER_AGENT_URL: "https://dstack.example.com:3001/", DSTACK_SERVER_NO_LOCAL_FLEET: "1", DSTACK_SHIM_BIN: "/opt/shim.js" });
+    expect([s.agentUrl, s.localFleet, s.shimBin]).toEqual(["https://dstack.example.com:3001", false, "/opt/shim.js"]);
+  });
+
   it.each([
+    [{ DSTACK_SERVER_AGENT_URL: "http://x:3001" }, "DSTACK_SERVER_AGENT_URL"],
+    [{ DSTACK_SERVER_NO_LOCAL_FLEET: "maybe" }, "DSTACK_SERVER_NO_LOCAL_FLEET"],
     [{ DSTACK_SERVER_PORT: "http" }, "DSTACK_SERVER_PORT"],
     [{ DSTACK_SERVER_PORT: "70000" }, "DSTACK_SERVER_PORT"],
     [{ DSTACK_SERVER_AGENT_PORT: "3000" }, "DSTACK_SERVER_AGENT_PORT"],
