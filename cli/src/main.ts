@@ -12,6 +12,7 @@ import { registerProject } from "./commands/project.js";
 import { registerPs } from "./commands/ps.js";
 import { registerSecret } from "./commands/secret.js";
 import { runServer } from "./commands/server.js";
+import { registerSshProxy } from "./commands/ssh-proxy-command.js";
 import { registerStop } from "./commands/stop.js";
 import { EXIT_USAGE, exitCodeForError } from "./exit-codes.js";
 import { CliError, processIO, type CliIO } from "./io.js";
@@ -50,6 +51,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void = () => 
   registerSecret(program, io);
   registerProject(program, io);
   registerInit(program, io);
+  registerSshProxy(program, io);
   // Listed for --help; `main` hands `dstack server …` to the server before commander parses it.
   program.command("server").description("run the dstack server in the foreground (dstack server --help for its options)").allowUnknownOption().allowExcessArguments();
   // Sub-commands parse with the same overrides as the program, so their errors come back here too.
