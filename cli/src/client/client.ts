@@ -259,7 +259,9 @@ export class RunsApi {
       runSpec = input.runSpec ?? create(RunSpecSchema);
       currentResourceId = input.currentResource?.id ?? "";
     } else runSpec = this.spec(input);
-    if (opts.repoCodeHash) runSpec = create(RunSpecSchema, { ...runSpec, repoCodeHash: opts.repoCodeHash });
+    if (opts.repoCodeHash) {
+      runSpec = create(RunSpecSchema, { ...runSpec, repoCodeHash: opts.repoCodeHash, ...(runSpec.repo ? { repo: { ...runSpec.repo, repoType: RepoType.LOCAL } } : {}) });
+    }
     const res = await this.rpc.call("ApplyRun", () =>
       this.rpc.runs.applyRun({ projectName: this.client.project, runSpec, currentResourceId, force: opts.force ?? false }),
     );
@@ -272,22 +274,27 @@ export class RunsApi {
    * nothing is active (dstack's `ps`); `all` lists everything, `limit` caps the count.
    */
   async list(opts: { all?: boolean; limit?: number; includeJobs?: boolean } = {}): Promise<Run[]> {
-    const out: Run[] = [];
-    let pageToken = "";
+    const includeJobs = opts.includeJobs ?? true;
+    const page = (req: { onlyActive?: boolean; limit: number; pageToken?: string }) =>
+      this.rpc.call("ListRuns", () => this.rpc.runs.listRuns({ projectName: this.client.project, includeJobs, ...req }));
     const max = opts.limit && opts.limit > 0 ? opts.limit : Infinity;
-    const everything = opts.all || Number.isFinite(max);
+    if (!opts.all && !Number.isFinite(max)) {
+      // dstack's default view: what is active, or else just the newest finished run.
+      const active = await this.pages((token) => page({ onlyActive: true, limit: 1000, pageToken: token }), Infinity);
+      return active.length > 0 ? active : (await page({ limit: 1 })).runs;
+    }
+    return this.pages((token) => page({ limit: Math.min(max, 1000), pageToken: token }), max);
+  }
+
+  private async pages(fetch: (token: string) => Promise<{ runs: Run[]; nextPageToken: string }>, max: number): Promise<Run[]> {
+    const out: Run[] = [];
+    let token = "";
     do {
-      const res = await this.rpc.call("ListRuns", () =>
-        this.rpc.runs.listRuns({ projectName: this.client.project, includeJobs: opts.includeJobs ?? true, limit: Math.min(max - out.length, 1000), pageToken }),
-      );
+      const res = await fetch(token);
       out.push(...res.runs);
-      pageToken = res.nextPageToken;
-      // Without --all one page is plenty: only the active runs and the latest finished one are shown.
-      if (!everything) break;
-    } while (pageToken && out.length < max);
-    if (everything) return out.slice(0, Number.isFinite(max) ? max : undefined);
-    const active = out.filter((r) => !isRunFinished(r));
-    return active.length > 0 ? active : out.slice(0, 1);
+      token = res.nextPageToken;
+    } while (token && out.length < max);
+    return Number.isFinite(max) ? out.slice(0, max) : out;
   }
 
   /** One run by name (its newest run of that name). */

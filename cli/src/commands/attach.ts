@@ -6,7 +6,8 @@
 import type { Command } from "commander";
 import type { Run } from "@dstack/proto/api";
 import type { Client } from "../client/client.js";
-import { isRunFinished } from "../client/client.js";
+import { isRunFinished, isTransientError } from "../client/client.js";
+import { abortableSleep } from "../client/logs.js";
 import { DstackError } from "../client/errors.js";
 import { EXIT_OK, exitCodeForRun } from "../exit-codes.js";
 import { formatFinishedMessage, runStatusText } from "../format/runs.js";
@@ -37,18 +38,22 @@ export async function attachToRun(client: Client, name: string, io: CliIO, opts:
   let lastStatus = "";
   let latest: Run | undefined;
   const watcher = (async () => {
-    try {
-      for await (const u of client.runs.watch([name], { signal: ac.signal, includeJobs: true })) {
-        if (!u.run) continue;
-        latest = u.run;
-        const status = runStatusText(u.run);
-        if (status !== lastStatus) {
-          lastStatus = status;
-          if (tty) io.stderr.write(`${p.dim(`[${new Date().toLocaleTimeString()}]`)} ${p.bold(name)} ${status}\n`);
+    // Status lines are a courtesy: a broken watch is reopened; the log follower decides when attaching ends.
+    while (!ac.signal.aborted) {
+      try {
+        for await (const u of client.runs.watch([name], { signal: ac.signal, includeJobs: true })) {
+          if (!u.run) continue;
+          latest = u.run;
+          const status = runStatusText(u.run);
+          if (status !== lastStatus) {
+            lastStatus = status;
+            if (tty) io.stderr.write(`${p.dim(`[${new Date().toLocaleTimeString()}]`)} ${p.bold(name)} ${status}\n`);
+          }
         }
+      } catch (e) {
+        if (!isTransientError(e)) return;
       }
-    } catch {
-      // Status lines are a courtesy; the log follower decides when attaching ends.
+      await abortableSleep(2000, ac.signal);
     }
   })();
 
