@@ -165,6 +165,7 @@ export async function main(argv: string[]): Promise<number> {
       joinTokens: mesh.joinTokens,
       caCertificatePem: mesh.ca.certPem,
       agentUrl: settings.agentUrl,
+      disconnectedJobTimeoutMs: settings.jobDisconnectedTimeoutMs,
       log: agentLog,
       onHostReport: (instanceId, host) => {
         if (localReady || instanceId !== localFleet?.instanceId) return;

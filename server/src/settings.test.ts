@@ -72,7 +72,8 @@ describe("settings", () => {
 
   it("agents: the agent URL defaults to loopback on the agent port, the local fleet is on unless turned off", () => {
     const d = loadSettings({ DSTACK_SERVER_DIR: home(), DSTACK_SERVER_HOST: "0.0.0.0", DSTACK_SERVER_AGENT_PORT: "4001" });
-    expect([d.agentUrl, d.localFleet, d.shimBin]).toEqual(["https://127.0.0.1:4001", true, undefined]);
+    expect([d.agentUrl, d.localFleet, d.shimBin, d.jobDisconnectedTimeoutMs]).toEqual(["https://127.0.0.1:4001", true, undefined, 120_000]);
+    expect(loadSettings({ DSTACK_SERVER_DIR: home(), DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT: "30" }).jobDisconnectedTimeoutMs).toBe(30_000);
     const s = loadSettings({ DSTACK_SERVER_DIR: home(), DSTACK_SERVER_AGENT_URL: "https://dstack.example.com:3001/", DSTACK_SERVER_NO_LOCAL_FLEET: "1", DSTACK_SHIM_BIN: "/opt/shim.js" });
     expect([s.agentUrl, s.localFleet, s.shimBin]).toEqual(["https://dstack.example.com:3001", false, "/opt/shim.js"]);
   });

@@ -48,6 +48,12 @@ export interface Settings {
   localFleet: boolean;
   /** `DSTACK_SHIM_BIN`: the host agent's entry script for the local fleet; default `agent-shim/bin/dstack-shim.js` of this checkout. */
   shimBin: string | undefined;
+  /**
+   * `DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT` (seconds): how long a job keeps its status while
+   * neither its host agent nor its runner is linked, before it fails as instance_unreachable;
+   * default 120 (dstack's JOB_DISCONNECTED_RETRY_TIMEOUT).
+   */
+  jobDisconnectedTimeoutMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -168,5 +174,6 @@ export function loadSettings(env: Env = process.env): Settings {
     agentUrl: readAgentUrl(env, host, agentPort),
     localFleet: !readFlag(env, "DSTACK_SERVER_NO_LOCAL_FLEET"),
     shimBin: env.DSTACK_SHIM_BIN || undefined,
+    jobDisconnectedTimeoutMs: readInt(env, "DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT", 120, 1) * 1000,
   };
 }

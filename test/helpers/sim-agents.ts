@@ -152,12 +152,20 @@ export class SimShim {
     this.link.sendEvent({ event: { case: "taskStateChanged", value: { task: next } } });
   }
 
-  /** Drops the link and dials again (a new stream, a new full state report). */
-  async reconnect(): Promise<void> {
-    const host = SIM_HOST;
+  /** Drops the link (the shim process is gone, as far as the server can tell). */
+  async disconnect(): Promise<void> {
     await this.link.close();
+  }
+
+  /** Dials again: a new stream and a new full state report. */
+  async connect(host = SIM_HOST): Promise<void> {
     this.start(host);
     await this.link.waitConnected(20_000);
+  }
+
+  async reconnect(): Promise<void> {
+    await this.disconnect();
+    await this.connect();
   }
 
   async close(): Promise<void> {

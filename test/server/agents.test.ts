@@ -99,7 +99,8 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
     } finally {
       await orm.close(true);
     }
-    server = await startServer(where);
+    // Jobs of a host that stays away fail after 3 s here (120 s by default).
+    server = await startServer(where, { env: { DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT: "3" } });
     const transport = createGrpcTransport({ baseUrl: server.url });
     runs = createClient(RunService, transport);
     instances = createClient(InstanceService, transport);
@@ -240,5 +241,23 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
     await shim.reconnect();
     const failed = await runUntil("t-lost", (r) => r.status === RunStatus.FAILED, "run failed");
     expect(failed.latestJobSubmission?.terminationReason).toBe(JobTerminationReason.INSTANCE_UNREACHABLE);
+  });
+
+  it("jobs of a host whose shim and runner stay away fail as unreachable; the shim's return cleans up", async () => {
+    const { jobId, runner } = await startJob("t-away", "commands: [sleep infinity]\n");
+    runner.report(JobState.RUNNING);
+    await runUntil("t-away", (r) => r.status === RunStatus.RUNNING, "run running");
+    await runner.close();
+    runners.splice(runners.indexOf(runner), 1);
+    await shim.disconnect();
+    const failed = await runUntil("t-away", (r) => r.status === RunStatus.FAILED, "run failed");
+    expect([failed.latestJobSubmission?.terminationReason, failed.latestJobSubmission?.terminationReasonMessage]).toEqual([
+      JobTerminationReason.INSTANCE_UNREACHABLE,
+      "The host agent of this job's instance has not been heard from for 3 s.",
+    ]);
+    // Back again with the container still listed: the server removes it.
+    await shim.connect();
+    await shimCall("terminateTask", jobId);
+    await shimCall("removeTask", jobId);
   });
 });

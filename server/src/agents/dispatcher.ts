@@ -59,6 +59,11 @@ export interface DispatcherOptions {
   runnerExitGraceMs?: number;
   /** Deadline of a control call (beyond any stop grace). Default 30 s. */
   callDeadlineMs?: number;
+  /**
+   * How long jobs keep their status while neither their shim nor their runner is linked, before
+   * they fail as INSTANCE_UNREACHABLE (dstack's JOB_DISCONNECTED_RETRY_TIMEOUT). Default 120 s.
+   */
+  disconnectedJobTimeoutMs?: number;
   /** Called after a shim's host facts were recorded (the local fleet prints its banner). */
   onHostReport?: (instanceId: string, host: HostInfo) => void;
 }
@@ -91,11 +96,13 @@ export class Dispatcher {
   /** Tasks each shim has, by instance, as its reports and events say. */
   private readonly tasks = new Map<string, Map<string, TaskInfo>>();
   private readonly removed = new Set<string>();
+  /** Instances whose shim is away, with the timer that gives up on their jobs. */
+  private readonly lost = new Map<string, NodeJS.Timeout>();
   private readonly unsubscribe: (() => void)[] = [];
   private stopped = true;
 
   constructor(opts: DispatcherOptions) {
-    this.o = { log: SILENT, runnerExitGraceMs: 60_000, callDeadlineMs: 30_000, ...opts };
+    this.o = { log: SILENT, runnerExitGraceMs: 60_000, callDeadlineMs: 30_000, disconnectedJobTimeoutMs: 120_000, ...opts };
     this.log = this.o.log;
   }
 
@@ -104,13 +111,25 @@ export class Dispatcher {
     this.stopped = false;
     const { links, services } = this.o;
     this.unsubscribe.push(services.bus.subscribe((e) => this.onDomainEvent(e)));
-    const on = <E extends "event" | "unreachable" | "reachable">(name: E, fn: (...a: never[]) => void) => {
+    const on = <E extends "event" | "unreachable" | "reachable" | "connected" | "disconnected">(name: E, fn: (...a: never[]) => void) => {
       links.on(name, fn as never);
       this.unsubscribe.push(() => links.off(name, fn as never));
     };
     on("event", (link: AgentLink, event: EventOf<"shim"> | EventOf<"runner">) => this.onLinkEvent(link, event));
-    on("unreachable", (link: AgentLink) => link.kind === "shim" && this.track(this.o.services.fleets.setReachable(link.id, false)));
+    on("unreachable", (link: AgentLink) => {
+      if (link.kind !== "shim") return;
+      this.track(this.o.services.fleets.setReachable(link.id, false));
+      this.armLost(link.id);
+    });
     on("reachable", (link: AgentLink) => link.kind === "shim" && this.track(this.o.services.fleets.setReachable(link.id, true)));
+    on("connected", (link: AgentLink) => link.kind === "shim" && this.disarmLost(link.id));
+    on("disconnected", (link: AgentLink) => link.kind === "shim" && this.armLost(link.id));
+    // Shims that held jobs before a restart get the same time to dial back in.
+    this.track(
+      services.jobs.instanceIdsWithActiveJobs().then((ids) => {
+        for (const id of ids) if (!links.shim(id).connected) this.armLost(id);
+      }),
+    );
   }
 
   /** Stops listening and waits for handlers under way; pending cleanups resume at the next start via state reports. */
@@ -119,6 +138,8 @@ export class Dispatcher {
     for (const u of this.unsubscribe.splice(0)) u();
     for (const c of this.cleanups.values()) if (c.timer) clearTimeout(c.timer);
     this.cleanups.clear();
+    for (const t of this.lost.values()) clearTimeout(t);
+    this.lost.clear();
     while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
   }
 
@@ -177,6 +198,42 @@ export class Dispatcher {
       if (ev.case === "stateReport") this.lane(link.id, () => this.reconcileRunner(link.id, ev.value));
       else if (ev.case === "jobStateChanged") this.lane(link.id, () => this.onRunnerJobState(link.id, ev.value));
     }
+  }
+
+  private armLost(instanceId: string): void {
+    if (this.stopped || this.lost.has(instanceId)) return;
+    const t = setTimeout(() => {
+      this.lost.delete(instanceId);
+      this.lane(`shim:${instanceId}`, () => this.giveUpOn(instanceId));
+    }, this.o.disconnectedJobTimeoutMs);
+    t.unref();
+    this.lost.set(instanceId, t);
+  }
+
+  private disarmLost(instanceId: string): void {
+    clearTimeout(this.lost.get(instanceId));
+    this.lost.delete(instanceId);
+  }
+
+  /** The shim stayed away: its jobs whose runner is not linked either are lost with the host. */
+  private async giveUpOn(instanceId: string): Promise<void> {
+    const shim = this.o.links.shim(instanceId);
+    if (shim.connected && shim.reachable) return;
+    let waiting = false;
+    for (const jobId of await this.o.services.jobs.activeJobIdsOnInstance(instanceId)) {
+      if (this.o.links.runner(jobId).connected) {
+        waiting = true; // the container still runs and talks to us: look again later
+        continue;
+      }
+      this.lane(jobId, async () => {
+        const v = await this.o.services.jobs.agentView(jobId);
+        if (!v || isJobFinished(v.status) || this.o.links.shim(instanceId).connected) return;
+        if (v.status === JobStatus.TERMINATING) return this.report(jobId, JobStatus.TERMINATED);
+        const secs = Math.round(this.o.disconnectedJobTimeoutMs / 1000);
+        await this.fail(jobId, JobTerminationReason.INSTANCE_UNREACHABLE, `The host agent of this job's instance has not been heard from for ${secs} s.`);
+      });
+    }
+    if (waiting) this.armLost(instanceId);
   }
 
   private shimTasks(instanceId: string): Map<string, TaskInfo> {

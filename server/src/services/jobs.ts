@@ -357,6 +357,12 @@ export class JobsService {
     return rows.map((j) => j.id);
   }
 
+  /** Instances that hold unfinished submissions (their agents are expected to come back). */
+  async instanceIdsWithActiveJobs(): Promise<string[]> {
+    const rows = await this.orm.em.fork().find(Job, { instance: { $ne: null }, status: { $in: PLACED_JOB } }, { fields: ["instance"] });
+    return [...new Set(rows.map((j) => j.instance!.id))];
+  }
+
   async processRun(runId: string): Promise<ProcessResult> {
     const events: DomainEvent[] = [];
     const result = await withTransaction(this.orm, async (em) => {
