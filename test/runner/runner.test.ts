@@ -91,6 +91,16 @@ describe("dstack-runner process", () => {
     expect(await r.exited).toBe(0);
   });
 
+  it("exits 0 when stopped before any job came", async () => {
+    const { jobId, home } = await m.newRunnerHome((p) => `https://127.0.0.1:${p}`);
+    const r = startRunner(home);
+    const link = m.f.mesh.links.runner(jobId);
+    await alive(r, link.call({ case: "stopJob", value: { reason: JobTerminationReason.TERMINATED_BY_SERVER } as never }, { deadlineMs: 30_000 }));
+    expect(await r.exited).toBe(0);
+    expect(m.heard(jobId)).toEqual([]);
+    expect(m.data.text(jobId, "runner")).toContain("stopped before a job was submitted");
+  });
+
   it("keeps its identity across a restart (the one-time token is spent) and finishes the job", async () => {
     const { jobId, home } = await m.newRunnerHome((p) => `https://127.0.0.1:${p}`);
     const first = startRunner(home);
