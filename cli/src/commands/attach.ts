@@ -4,7 +4,7 @@
 // to come back. The exit code mirrors how the run ended (exit-codes.ts).
 // Port forwarding and SSH come with the tunnel work (issue 7, attach/ssh part).
 import type { Command } from "commander";
-import type { Run } from "@dstack/proto/api";
+import { RunStatus, type Run } from "@dstack/proto/api";
 import type { Client } from "../client/client.js";
 import { isRunFinished, isTransientError } from "../client/client.js";
 import { abortableSleep } from "../client/logs.js";
@@ -36,6 +36,7 @@ export async function attachToRun(client: Client, name: string, io: CliIO, opts:
   opts.onAttached?.();
 
   let lastStatus = "";
+  let urlShown = false;
   let latest: Run | undefined;
   const watcher = (async () => {
     // Status lines are a courtesy: a broken watch is reopened; the log follower decides when attaching ends.
@@ -48,6 +49,11 @@ export async function attachToRun(client: Client, name: string, io: CliIO, opts:
           if (status !== lastStatus) {
             lastStatus = status;
             if (tty) io.stderr.write(`${p.dim(`[${new Date().toLocaleTimeString()}]`)} ${p.bold(name)} ${status}\n`);
+          }
+          const url = u.run.service?.url;
+          if (url && !urlShown && u.run.status === RunStatus.RUNNING) {
+            urlShown = true;
+            io.stderr.write(`Service is published at ${url}\n${u.run.service?.modelBaseUrl ? `Model ${u.run.service.modelName} is published at ${u.run.service.modelBaseUrl}\n` : ""}`);
           }
         }
       } catch (e) {
