@@ -1,6 +1,6 @@
 // One job submission inside the container: prepare (working dir, code, archives, repo), run the
 // commands in one shell, forward output, stop on request or at max_duration, report every state.
-import { chownSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { lchown, readdir } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -122,9 +122,10 @@ export class Job {
     const spec = this.spec;
     const { uid, gid } = this.user;
     const owner = { uid, gid };
-    mkdirSync(this.workingDir, { recursive: true });
-    if (uid !== 0) chownSync(this.workingDir, uid, gid);
     try {
+      // Hand the job user the directories made for it, never an existing one like / or /home.
+      const created = mkdirSync(this.workingDir, { recursive: true });
+      if (created && uid !== 0) await chownTree(created, owner);
       await this.prepareCode(owner);
       for (const a of spec.fileArchives) {
         if (this.stopping) break;
