@@ -81,9 +81,9 @@ export interface AgentServer {
   caFingerprint: string;
 }
 
-/** A host with 4 CPUs, 16 GiB memory, a 100 GiB disk, no GPUs, at 10.0.0.5. */
-export const SIM_HOST: MessageInitShape<typeof HostInfoSchema> = {
-  hostname: "sim-host",
+/** A host with 4 CPUs, 16 GiB memory, a 100 GiB disk and no GPUs, named `hostname`, at `ip`. */
+export const simHost = (hostname: string, ip: string): MessageInitShape<typeof HostInfoSchema> => ({
+  hostname,
   osName: "Ubuntu",
   osVersion: "24.04",
   arch: "amd64",
@@ -91,9 +91,11 @@ export const SIM_HOST: MessageInitShape<typeof HostInfoSchema> = {
   memoryBytes: 16n * GIB,
   diskTotalBytes: 100n * GIB,
   diskFreeBytes: 80n * GIB,
-  addresses: [{ ip: "10.0.0.5", prefixLength: 24, interface: "eth0", private: true }],
+  addresses: [{ ip, prefixLength: 24, interface: "eth0", private: true }],
   dockerVersion: "28.0.0",
-};
+});
+
+export const SIM_HOST = simHost("sim-host", "10.0.0.5");
 
 /** A host agent: enrolls with a shim join token, reports `host`, keeps tasks in memory. */
 export class SimShim {

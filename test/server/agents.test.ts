@@ -18,11 +18,12 @@ import { JoinTokens } from "../../server/src/mesh/join-tokens.js";
 import { createServices } from "../../server/src/services/index.js";
 import { loadSettings } from "../../server/src/settings.js";
 import { createServerEnv, DIALECTS, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
-import { SimRunner, SimShim, until, type RunnerCall, type ShimCall } from "../helpers/sim-agents.js";
+import { simHost, SimRunner, SimShim, until, type RunnerCall, type ShimCall } from "../helpers/sim-agents.js";
 
 type SubmitTask = Extract<ShimCommand["command"], { case: "submitTask" }>["value"];
 type SubmitJob = Extract<RunnerCommand["command"], { case: "submitJob" }>["value"];
 type StopJob = Extract<RunnerCommand["command"], { case: "stopJob" }>["value"];
+type TerminateTask = Extract<ShimCommand["command"], { case: "terminateTask" }>["value"];
 
 const CODE = Buffer.from("diff --git a/train.py b/train.py\n+print('hi')\n");
 const CODE_HASH = createHash("sha256").update(CODE).digest("hex");
@@ -34,6 +35,8 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
   let instances: Client<typeof InstanceService>;
   let admin: { headers: { authorization: string } };
   let shim: SimShim;
+  let shim2: SimShim | undefined;
+  let shimToken2 = "";
   const runners: SimRunner[] = [];
 
   const apply = async (name: string, yaml: string, extra: { env?: Record<string, string>; code?: boolean } = {}) => {
@@ -96,6 +99,7 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
       await svc.code.upload(actor, "main", CODE_HASH, CODE);
       const project = await orm.em.fork().findOneOrFail(Project, { name: "main" });
       shimToken = (await new JoinTokens(orm).create({ projectId: project.id, fleetId: fleet.id, kind: "shim" })).token;
+      shimToken2 = (await new JoinTokens(orm).create({ projectId: project.id, fleetId: fleet.id, kind: "shim" })).token;
     } finally {
       await orm.close(true);
     }
@@ -110,6 +114,7 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
 
   afterAll(async () => {
     for (const r of runners) await r.close();
+    await shim2?.close();
     await shim?.close();
     if (server) expect(await server.stop()).toBe(0);
     await where?.cleanup();
@@ -204,6 +209,53 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
     // No waiting for the runner: the task goes without the container exiting first.
     await shimCall("terminateTask", jobId);
     await shimCall("removeTask", jobId);
+  });
+
+  it("a stop while the runner is gone stops the container through the shim with the same grace", async () => {
+    const { jobId, runner } = await startJob("t-stop-shim", "commands: [sleep infinity]\nstop_duration: 45s\n");
+    runner.report(JobState.RUNNING);
+    await runUntil("t-stop-shim", (r) => r.status === RunStatus.RUNNING, "run running");
+    await runner.close();
+    runners.splice(runners.indexOf(runner), 1);
+    await runs.stopRuns({ projectName: "main", runNames: ["t-stop-shim"], abort: false }, admin);
+    const term = (await shimCall("terminateTask", jobId)) as TerminateTask;
+    expect([term.timeout?.seconds, term.terminationReason]).toEqual([45n, JobTerminationReason.TERMINATED_BY_USER]);
+    const ended = await runUntil("t-stop-shim", (r) => r.status === RunStatus.TERMINATED, "run terminated");
+    expect([ended.latestJobSubmission?.status, ended.latestJobSubmission?.terminationReason]).toEqual([JobStatus.TERMINATED, JobTerminationReason.TERMINATED_BY_USER]);
+    await shimCall("terminateTask", jobId);
+    await shimCall("removeTask", jobId);
+  });
+
+  it("a two-node task: each node's runner gets the replica's addresses once both nodes are placed", async () => {
+    await apply("t-multi", "commands: [hostname]\nnodes: 2\n");
+    const run = await until(async () => ((r) => (r.jobs.some((j) => j.jobSubmissions[0]?.status === JobStatus.PROVISIONING) ? r : undefined))(await getRun("t-multi")), "one node placed");
+    const ids = run.jobs.map((j) => j.jobSubmissions[0]!.id);
+    const rank = (id: string) => run.jobs.find((j) => j.jobSubmissions[0]!.id === id)!.jobSpec!.jobNum;
+    // Node A takes the only host; its runner starts and waits: node B has no address yet.
+    const taskA = (await shim.inbox.next((x) => x.case === "submitTask" && ids.includes((x.value as SubmitTask).taskId), "a node's submitTask")).value as SubmitTask;
+    shim.setTask(taskA.taskId, { state: TaskState.RUNNING });
+    const runnerA = await SimRunner.start(taskA.runner!, taskA.taskId);
+    runners.push(runnerA);
+    // A second host joins; node B is placed there, and both runners get their jobs.
+    shim2 = await SimShim.join(server, shimToken2, simHost("sim-host-2", "10.0.0.6"));
+    const idB = ids.find((id) => id !== taskA.taskId)!;
+    const taskB = (await shim2.inbox.next((x) => x.case === "submitTask" && (x.value as SubmitTask).taskId === idB, "the other node's submitTask")).value as SubmitTask;
+    shim2.setTask(idB, { state: TaskState.RUNNING });
+    const runnerB = await SimRunner.start(taskB.runner!, idB);
+    runners.push(runnerB);
+    const jobA = (await runnerCall(runnerA, "submitJob")) as SubmitJob;
+    const jobB = (await runnerCall(runnerB, "submitJob")) as SubmitJob;
+    const ips = rank(taskA.taskId) === 0 ? ["10.0.0.5", "10.0.0.6"] : ["10.0.0.6", "10.0.0.5"];
+    for (const [job, id] of [[jobA, taskA.taskId], [jobB, idB]] as const) {
+      expect(job.clusterInfo).toMatchObject({ jobIps: ips, masterJobIp: ips[0], nodeRank: rank(id), nodesNum: 2 });
+    }
+    for (const r of [runnerA, runnerB]) r.report(JobState.RUNNING);
+    await runUntil("t-multi", (r) => r.status === RunStatus.RUNNING, "run running");
+    for (const r of [runnerA, runnerB]) r.report(JobState.DONE, { exitStatus: 0 });
+    await runUntil("t-multi", (r) => r.status === RunStatus.DONE, "run done");
+    await containerExits(taskA.taskId, 0);
+    shim2.setTask(idB, { state: TaskState.TERMINATED, exitCode: 0, terminationReason: JobTerminationReason.DONE_BY_RUNNER });
+    await shim2.inbox.next((x) => x.case === "removeTask" && (x.value as { taskId: string }).taskId === idB, "removeTask on the second host");
   });
 
   it("a task the shim cannot start fails the job with the shim's reason and message", async () => {

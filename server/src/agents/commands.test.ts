@@ -34,6 +34,7 @@ function view(yaml: string, o: Partial<JobAgentView> = {}, spec: Parameters<type
     totalBlocks: 4,
     host: gpuHost,
     nodeIps: ["10.1.0.7"],
+    siblingIds: [],
     blobSizes: {},
     ...o,
   };

@@ -88,6 +88,8 @@ export class Dispatcher {
   /** Jobs whose SubmitTask was sent (or is being sent) in this process. */
   private readonly submitted = new Set<string>();
   private readonly submittingJob = new Set<string>();
+  /** Jobs whose runner accepted SubmitJob in this process. */
+  private readonly jobSubmitted = new Set<string>();
   private readonly stopping = new Set<string>();
   /** Jobs whose end the runner itself reported: their container may finish shipping logs. */
   private readonly endedByRunner = new Set<string>();
@@ -168,12 +170,12 @@ export class Dispatcher {
     this.track(next.finally(() => this.lanes.get(key) === next && this.lanes.delete(key)));
   }
 
-  private sync(jobId: string): void {
+  private sync(jobId: string, siblings = true): void {
     if (this.syncQueued.has(jobId)) return;
     this.syncQueued.add(jobId);
     this.lane(jobId, async () => {
       this.syncQueued.delete(jobId);
-      await this.syncJob(jobId);
+      await this.syncJob(jobId, siblings);
     });
   }
 
@@ -280,12 +282,30 @@ export class Dispatcher {
 
   // ---- jobs (domain events) ----
 
-  private async syncJob(jobId: string): Promise<void> {
+  private async syncJob(jobId: string, siblings = true): Promise<void> {
     const v = await this.o.services.jobs.agentView(jobId);
     if (!v || !v.instanceId) return;
+    // A node's placement may complete its replica's address list, which the others wait for.
+    if (siblings && v.status === JobStatus.PROVISIONING) for (const id of v.siblingIds) this.sync(id, false);
     if (isJobFinished(v.status)) return this.cleanup(v);
-    if (v.status === JobStatus.PROVISIONING) return this.submitTask(v);
+    if (v.status === JobStatus.PROVISIONING) await this.submitTask(v);
     if (v.status === JobStatus.TERMINATING && v.removeAt && v.removeAt.getTime() > Date.now()) return this.stopGracefully(v);
+    // A runner that waits for its job (e.g. for the other nodes' addresses) gets it once it can.
+    const runner = this.o.links.runner(v.id);
+    const live = v.status === JobStatus.PROVISIONING || v.status === JobStatus.PULLING || v.status === JobStatus.RUNNING;
+    if (live && !this.jobSubmitted.has(v.id) && runner.connected && (runner.stateReport as RunnerStateReport | null)?.runnerState === RunnerState.WAIT_SUBMIT) await this.submitJob(v);
+  }
+
+  /** A call that gives up as soon as the agent's link drops (instead of waiting out the deadline for it to return). */
+  private async callLinked<K extends "shim" | "runner", R>(link: AgentLink<K>, call: (signal: AbortSignal) => Promise<R>): Promise<R> {
+    const ac = new AbortController();
+    const onDrop = (l: AgentLink) => l === link && ac.abort(new Error(`${link.kind} ${link.id} disconnected`));
+    this.o.links.on("disconnected", onDrop);
+    try {
+      return await call(ac.signal);
+    } finally {
+      this.o.links.off("disconnected", onDrop);
+    }
   }
 
   /** SubmitTask to the host's shim (once it is linked); the runner bootstrap rides along. */
@@ -334,7 +354,7 @@ export class Dispatcher {
     const runner = this.o.links.runner(v.id);
     if (runner.connected) {
       try {
-        await runner.call({ case: "stopJob", value: create(StopJobCommandSchema, { grace: { seconds: BigInt(graceS) }, reason }) }, { deadlineMs: this.o.callDeadlineMs });
+        await this.callLinked(runner, (signal) => runner.call({ case: "stopJob", value: create(StopJobCommandSchema, { grace: { seconds: BigInt(graceS) }, reason }) }, { deadlineMs: this.o.callDeadlineMs, signal }));
         return; // the runner reports the end (→ onJobState), or the grace runs out (→ finalized)
       } catch (e) {
         this.log.warn({ job: v.id, err: message(e) }, "the runner did not take the stop; stopping the container instead");
@@ -427,6 +447,7 @@ export class Dispatcher {
     this.submitted.delete(jobId);
     this.stopping.delete(jobId);
     this.endedByRunner.delete(jobId);
+    this.jobSubmitted.delete(jobId);
   }
 
   // ---- shims ----
@@ -502,6 +523,8 @@ export class Dispatcher {
 
   private async submitJob(v: JobAgentView): Promise<void> {
     if (this.submittingJob.has(v.id)) return;
+    // Every node gets the whole replica's addresses, so the job waits until all are placed.
+    if (v.nodeIps.some((ip) => ip === "")) return;
     this.submittingJob.add(v.id);
     try {
       const secrets = await this.secrets(v);
@@ -510,6 +533,7 @@ export class Dispatcher {
       const runner = this.o.links.runner(v.id);
       this.log.debug({ job: v.id }, "submitting job to the runner");
       await runner.call({ case: "submitJob", value: submitJobCommand(v, { env, secrets }) }, { deadlineMs: this.o.callDeadlineMs });
+      this.jobSubmitted.add(v.id);
       if (v.status === JobStatus.PROVISIONING) await this.report(v.id, JobStatus.PULLING); // its container runs
     } catch (e) {
       const code = linkErrorCodeOf(e);

@@ -89,6 +89,8 @@ export interface JobAgentView {
   host: HostInfo | null;
   /** Internal IP of each node of the replica by job_num; "" where not placed yet. */
   nodeIps: string[];
+  /** The other nodes' latest submissions of a multi-node replica. */
+  siblingIds: string[];
   /** Sizes in bytes of the uploaded blobs the job names (code, file archives), by sha256. */
   blobSizes: Record<string, number>;
 }
@@ -347,6 +349,7 @@ export class JobsService {
       totalBlocks: instance?.totalBlocks ?? 1,
       host: (instance?.hostInfo as HostInfo | null) ?? null,
       nodeIps,
+      siblingIds: siblings.filter((x) => x.id !== job.id).map((x) => x.id),
       blobSizes,
     };
   }

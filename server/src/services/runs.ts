@@ -33,6 +33,8 @@ export const DEFAULT_IMAGE = "dstackai/base:0.15-base-ubuntu24.04";
 export const DEFAULT_DEVEL_IMAGE = "dstackai/base:0.15-devel-ubuntu24.04";
 /** Docker-in-Docker (`docker: true`). */
 export const DIND_IMAGE = "dstackai/dind";
+/** The last command of a dev environment: keeps the container up in any image (busybox has no `sleep infinity`). */
+export const DEV_ENVIRONMENT_KEEPALIVE = "tail -f /dev/null";
 /** Working directory of the default image. */
 export const DEFAULT_IMAGE_WORKING_DIR = "/dstack/run";
 
@@ -252,7 +254,8 @@ export function buildJobSpecs(runName: string, c: RunConfig, spec: Partial<Omit<
       for (let i = 0; i < n; i++) push(replicaNum++, 0, 1, g.resources, g.commands);
     }
   } else {
-    push(0, 0, 1, c.resources, [...c.setup, ...c.init]);
+    // A dev environment lives until it is stopped (or inactivity_duration ends it), not until init ends.
+    push(0, 0, 1, c.resources, [...c.setup, ...c.init, DEV_ENVIRONMENT_KEEPALIVE]);
   }
   return out;
 }
