@@ -23,6 +23,8 @@ Options:
   --servername NAME     TLS name to check when URL is an address the certificate does not list (join)
   --home DIR            identity, task folders and state; default $DSTACK_SHIM_HOME or ~/.dstack/shim
   --runner-bundle DIR   the portable runner; default $DSTACK_RUNNER_BUNDLE or <repo>/build/runner-bundle
+  --ssh-port PORT       also serve the embedded SSH server on this host port (LAN access);
+                        without it SSH reaches tasks only through the server's tunnels
   --log-level LEVEL     ${LOG_LEVELS.join("|")} (default info); logs are JSON lines on stderr
   -v, --version         print the version
   -h, --help            print this help
@@ -59,6 +61,7 @@ function parse(argv: string[]) {
         servername: { type: "string" },
         home: { type: "string" },
         "runner-bundle": { type: "string" },
+        "ssh-port": { type: "string" },
         "log-level": { type: "string" },
         version: { type: "boolean", short: "v" },
         help: { type: "boolean", short: "h" },
@@ -110,9 +113,16 @@ export async function main(argv: string[], io: MainIo = defaultIo()): Promise<nu
   }
 }
 
+function sshPort(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--ssh-port must be a port number, not ${v}`);
+  return n;
+}
+
 async function runCommand(
   command: "join" | "run",
-  v: { server?: string; token?: string; "ca-sha256"?: string; servername?: string; home: string; "runner-bundle"?: string; level: LogLevel },
+  v: { server?: string; token?: string; "ca-sha256"?: string; servername?: string; home: string; "runner-bundle"?: string; "ssh-port"?: string; level: LogLevel },
   io: MainIo,
 ): Promise<number> {
   const log = createLogger({ level: v.level, write: io.stderr });
@@ -130,7 +140,7 @@ async function runCommand(
       log,
       signal: sig.signal,
       runnerBundleDir: v["runner-bundle"] ? resolve(v["runner-bundle"]) : undefined,
-      extensions: defaultExtensions(),
+      extensions: defaultExtensions({ sshPort: sshPort(v["ssh-port"]) }),
     });
     return 0;
   } catch (e) {

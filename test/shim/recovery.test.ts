@@ -50,7 +50,7 @@ describe("shim: recovery from container labels", () => {
       name: uniq("shimtest"),
       Image: SCRIPT_IMAGE,
       Env: ["SCRIPT=while true; do sleep 0.1; done"],
-      Labels: taskLabels(instanceId, gpuTaskId, { v: 1, containerName: "gpu-task", imageName: SCRIPT_IMAGE, gpuIds: ["GPU-fake-1"], networkMode: "host", ports: [], runner: false }),
+      Labels: taskLabels(instanceId, gpuTaskId, { v: 1, containerName: "gpu-task", imageName: SCRIPT_IMAGE, gpuIds: ["GPU-fake-1"], networkMode: "host", ports: [], runner: false, sshKeys: [], containerUser: "" }),
       HostConfig: { NetworkMode: "none" },
     });
     await gpuContainer.start();

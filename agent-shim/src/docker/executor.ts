@@ -69,6 +69,18 @@ interface Task {
   settled: Promise<void>;
   settle: () => void;
   lastProgressAt: number;
+  /** What the container's labels hold, once it was created (or adopted). */
+  record: RecoveryRecord | null;
+}
+
+/** Where an SSH login for a task lands, and who may log in. */
+export interface TaskLoginTarget {
+  taskId: string;
+  containerId: string;
+  containerName: string;
+  containerUser: string;
+  networkMode: "host" | "bridge";
+  authorizedKeys: string[];
 }
 
 /** A lifecycle step failed: the task ends with this reason and message. */
@@ -134,6 +146,20 @@ export class TaskExecutor {
 
   get(taskId: string): TaskInfo {
     return clone(TaskInfoSchema, this.require(taskId).info);
+  }
+
+  /** The running container a login for `taskId` reaches; null when the task has none (yet). */
+  loginTarget(taskId: string): TaskLoginTarget | null {
+    const t = this.tasks.get(taskId);
+    if (!t || !t.record || !t.info.containerId || t.info.state !== TaskState.RUNNING) return null;
+    return {
+      taskId,
+      containerId: t.info.containerId,
+      containerName: t.record.containerName,
+      containerUser: t.record.containerUser,
+      networkMode: t.record.networkMode,
+      authorizedKeys: t.record.sshKeys,
+    };
   }
 
   list(): TaskInfo[] {
@@ -269,7 +295,10 @@ export class TaskExecutor {
         networkMode: bridge ? "bridge" : "host",
         ports: cmd.ports,
         runner: runner !== null,
+        sshKeys: [...cmd.containerSshKeys, ...cmd.hostSshKeys],
+        containerUser: cmd.containerUser,
       };
+      t.record = rec;
       const spec = { cmd, labels: taskLabels(this.o.instanceId, t.id, rec), gpu: { vendor: this.locks.vendorOf(t.info.gpuIds), ids: t.info.gpuIds }, runner };
       await this.createAndStart(t, spec);
       t.info.ports = await this.readPorts(t.container!, rec);
@@ -457,6 +486,7 @@ export class TaskExecutor {
       }
       const t = this.newTask(taskId, null, { containerName: rec.containerName, containerId: summary.Id, gpuIds: rec.gpuIds, state: TaskState.RUNNING });
       t.container = c;
+      t.record = rec;
       const req = this.files.loadRequest(taskId);
       if (req) t.requested = { ...req, timeoutMs: 0 };
       this.tasks.set(taskId, t);
@@ -493,6 +523,7 @@ export class TaskExecutor {
       settled,
       settle,
       lastProgressAt: 0,
+      record: null,
     };
   }
 

@@ -1,5 +1,5 @@
 // Docker task execution: the executor, its pieces and recovery from container labels.
-export { TaskExecutor, discoverExecutorGpus, taskUpdatedAt, DEFAULT_PULL_TIMEOUT_MS } from "./executor.js";
+export { TaskExecutor, type TaskLoginTarget, discoverExecutorGpus, taskUpdatedAt, DEFAULT_PULL_TIMEOUT_MS } from "./executor.js";
 export type { TaskExecutorOptions, TerminateOptions } from "./executor.js";
 export { GpuLocks } from "./gpu-locks.js";
 export type { ExecutorGpu, GpuVendorName } from "./gpu-locks.js";

@@ -17,6 +17,10 @@ export interface RecoveryRecord {
   ports: number[];
   /** The runner bundle was the entrypoint. */
   runner: boolean;
+  /** Public keys allowed to log in to the task over the embedded SSH server (public, so safe in a label). */
+  sshKeys: string[];
+  /** The user SSH sessions run as inside the container ("" = the image's user). */
+  containerUser: string;
 }
 
 export function taskLabels(instanceId: string, taskId: string, rec: RecoveryRecord): Record<string, string> {
@@ -38,6 +42,8 @@ export function parseRecord(labels: Record<string, string> | undefined): Recover
       networkMode: r.networkMode === "bridge" ? "bridge" : "host",
       ports: Array.isArray(r.ports) ? r.ports.filter((x): x is number => Number.isInteger(x)) : [],
       runner: r.runner === true,
+      sshKeys: Array.isArray(r.sshKeys) ? r.sshKeys.filter((x): x is string => typeof x === "string") : [],
+      containerUser: typeof r.containerUser === "string" ? r.containerUser : "",
     };
   } catch {
     return null;

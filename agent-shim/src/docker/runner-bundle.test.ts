@@ -30,7 +30,7 @@ describe("runner bundle, task folder and labels", () => {
   });
 
   it("labels round-trip the recovery record; foreign labels give null", () => {
-    const rec = { v: 1 as const, containerName: "c", imageName: "i", gpuIds: ["GPU-a"], networkMode: "bridge" as const, ports: [80], runner: true };
+    const rec = { v: 1 as const, containerName: "c", imageName: "i", gpuIds: ["GPU-a"], networkMode: "bridge" as const, ports: [80], runner: true, sshKeys: ["ssh-ed25519 AAAA k"], containerUser: "1000" };
     const l = taskLabels("inst", "t1", rec);
     expect(l["dstack.shim.instance-id"]).toBe("inst");
     expect(l["dstack.task.id"]).toBe("t1");
