@@ -8,8 +8,8 @@ import { createHash } from "node:crypto";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { parseConfiguration, toProtoConfiguration, type FleetConfig } from "@dstack/proto";
-import { JobState, TaskNetworkMode, TaskState, type RunnerCommand, type ShimCommand } from "@dstack/proto/agent";
-import { InstanceService, InstanceStatus, JobStatus, JobTerminationReason, RunService, RunStatus, RunTerminationReason, type Run } from "@dstack/proto/api";
+import { JobState, RunnerRepoType, TaskNetworkMode, TaskState, type RunnerCommand, type ShimCommand } from "@dstack/proto/agent";
+import { InstanceService, InstanceStatus, JobStatus, JobTerminationReason, RepoType, RunService, RunStatus, RunTerminationReason, type Run } from "@dstack/proto/api";
 import { certificateFingerprint } from "@dstack/proto/link";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../../server/src/db/database.js";
@@ -46,7 +46,7 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
         runSpec: {
           runName: name,
           configuration: toProtoConfiguration(parseConfiguration(`type: task\n${yaml}`, ".dstack.yml")),
-          ...(extra.code ? { repo: { repoId: "repo-1" }, repoCodeHash: CODE_HASH } : {}),
+          ...(extra.code ? { repo: { repoId: "repo-1", repoType: RepoType.REMOTE, repoUrl: "https://git.example.com/team/repo.git", branch: "main", hash: "0123abcd" }, repoCodeHash: CODE_HASH } : {}),
           env: extra.env ?? {},
         },
       },
@@ -155,6 +155,7 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
     expect(job.env).toEqual({ A: "1", B: "2", HF_TOKEN: "s3cr3t-value" });
     expect(job.secrets).toEqual({ HF_TOKEN: "s3cr3t-value" });
     expect(job.code).toMatchObject({ sha256: CODE_HASH, sizeBytes: BigInt(CODE.length) });
+    expect(job.repo).toMatchObject({ type: RunnerRepoType.REMOTE, cloneUrl: "https://git.example.com/team/repo.git", branch: "main", hash: "0123abcd", repoDir: "", skipIfExists: false, singleBranch: true });
     expect(job.clusterInfo).toMatchObject({ jobIps: ["10.0.0.5"], masterJobIp: "10.0.0.5", nodeRank: 0, nodesNum: 1 });
 
     runner.report(JobState.RUNNING);

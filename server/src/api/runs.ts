@@ -21,7 +21,10 @@ import {
   RunPlanSchema,
   RunSchema,
   RunSpecSchema,
+  RepoExistsAction,
+  RepoType,
   type Offer,
+  type RepoInfo,
   type Run,
   type RunService,
   type RunSpec,
@@ -67,6 +70,21 @@ export function offerMessage(o: OfferView): Offer {
   });
 }
 
+const REPO_TYPES = { [RepoType.REMOTE]: "remote", [RepoType.LOCAL]: "local", [RepoType.VIRTUAL]: "virtual" } as const;
+
+function repoInfo(r: RepoInfo) {
+  return {
+    type: REPO_TYPES[r.repoType as keyof typeof REPO_TYPES] ?? "virtual",
+    ...(r.repoUrl ? { url: r.repoUrl } : {}),
+    ...(r.branch ? { branch: r.branch } : {}),
+    ...(r.hash ? { hash: r.hash } : {}),
+    ...(r.configName ? { configName: r.configName } : {}),
+    ...(r.configEmail ? { configEmail: r.configEmail } : {}),
+    ...(r.repoDir ? { dir: r.repoDir } : {}),
+    ifExists: r.ifExists === RepoExistsAction.SKIP ? "skip" : "error",
+  };
+}
+
 /** RunSpec message → service input; the configuration must be a run configuration. */
 export function runSpecInput(spec: RunSpec | undefined): RunSpecInput {
   if (!spec?.configuration) throw err("DSTACK_INVALID_RUN_SPEC", { reason: "run_spec.configuration is required" });
@@ -82,7 +100,14 @@ export function runSpecInput(spec: RunSpec | undefined): RunSpecInput {
     ...(spec.repoCodeHash ? { repoCodeHash: spec.repoCodeHash } : {}),
     env: { ...spec.env },
     runArgs: [...spec.runArgs],
-    extra: { workingDir: spec.workingDir, sshKeyPub: spec.sshKeyPub, profileName: spec.profileName },
+    extra: {
+      workingDir: spec.workingDir,
+      sshKeyPub: spec.sshKeyPub,
+      profileName: spec.profileName,
+      // What the runner needs to prepare the repo and the `files:` archives (StoredJobSpec.repo/fileArchives).
+      ...(spec.repo && spec.repo.repoType !== RepoType.UNSPECIFIED ? { repo: repoInfo(spec.repo) } : {}),
+      ...(spec.fileArchives.length ? { fileArchives: spec.fileArchives.map((f) => ({ archiveHash: f.archiveHash, path: f.path })) } : {}),
+    },
   };
 }
 
