@@ -102,6 +102,8 @@ export class Dispatcher {
   private readonly lost = new Map<string, NodeJS.Timeout>();
   private readonly unsubscribe: (() => void)[] = [];
   private stopped = true;
+  /** Aborted by stop(): calls still waiting on agents give up, so shutdown does not wait out their deadlines. */
+  private halt = new AbortController();
 
   constructor(opts: DispatcherOptions) {
     this.o = { log: SILENT, runnerExitGraceMs: 60_000, callDeadlineMs: 30_000, disconnectedJobTimeoutMs: 120_000, ...opts };
@@ -111,6 +113,7 @@ export class Dispatcher {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
+    this.halt = new AbortController();
     const { links, services } = this.o;
     this.unsubscribe.push(services.bus.subscribe((e) => this.onDomainEvent(e)));
     const on = <E extends "event" | "unreachable" | "reachable" | "connected" | "disconnected">(name: E, fn: (...a: never[]) => void) => {
@@ -137,6 +140,7 @@ export class Dispatcher {
   /** Stops listening and waits for handlers under way; pending cleanups resume at the next start via state reports. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.halt.abort(new Error("the server is stopping"));
     for (const u of this.unsubscribe.splice(0)) u();
     for (const c of this.cleanups.values()) if (c.timer) clearTimeout(c.timer);
     this.cleanups.clear();
@@ -302,7 +306,7 @@ export class Dispatcher {
     const onDrop = (l: AgentLink) => l === link && ac.abort(new Error(`${link.kind} ${link.id} disconnected`));
     this.o.links.on("disconnected", onDrop);
     try {
-      return await call(ac.signal);
+      return await call(AbortSignal.any([ac.signal, this.halt.signal]));
     } finally {
       this.o.links.off("disconnected", onDrop);
     }
@@ -328,12 +332,13 @@ export class Dispatcher {
     });
     this.log.debug({ job: v.id, instance: instanceId, container: cmd.containerName, image: cmd.imageName }, "submitting task");
     try {
-      const r = await shim.call({ case: "submitTask", value: cmd }, { deadlineMs: this.o.callDeadlineMs });
+      const r = await shim.call({ case: "submitTask", value: cmd }, { deadlineMs: this.o.callDeadlineMs, signal: this.halt.signal });
       if (r.task && !this.removed.has(v.id)) {
         this.shimTasks(instanceId).set(v.id, r.task);
         if (RUNNING_TASK.has(r.task.state)) await this.report(v.id, JobStatus.PULLING);
       }
     } catch (e) {
+      if (this.stopped) return; // cancelled by shutdown: the shim's next report resumes it
       const code = linkErrorCodeOf(e);
       if (code === LinkErrorCode.ALREADY_EXISTS) return; // the shim has it from an earlier submit
       if (TRANSIENT.has(code) || (e instanceof LinkCallError && e.retryable)) {
@@ -357,6 +362,7 @@ export class Dispatcher {
         await this.callLinked(runner, (signal) => runner.call({ case: "stopJob", value: create(StopJobCommandSchema, { grace: { seconds: BigInt(graceS) }, reason }) }, { deadlineMs: this.o.callDeadlineMs, signal }));
         return; // the runner reports the end (→ onJobState), or the grace runs out (→ finalized)
       } catch (e) {
+        if (this.stopped) return;
         this.log.warn({ job: v.id, err: message(e) }, "the runner did not take the stop; stopping the container instead");
       }
     }
@@ -368,7 +374,7 @@ export class Dispatcher {
     try {
       await shim.call(
         { case: "terminateTask", value: create(TerminateTaskCommandSchema, { taskId: v.id, terminationReason: reason, terminationMessage: v.terminationReasonMessage ?? "", timeout: { seconds: BigInt(graceS) } }) },
-        { deadlineMs: graceS * 1000 + this.o.callDeadlineMs },
+        { deadlineMs: graceS * 1000 + this.o.callDeadlineMs, signal: this.halt.signal },
       );
     } catch (e) {
       this.stopping.delete(v.id);
@@ -403,7 +409,7 @@ export class Dispatcher {
       }
       // Aborted or ended by the server: the runner gets no grace.
       const reason = v.terminationReason ?? JobTerminationReason.TERMINATED_BY_SERVER;
-      await runner.call({ case: "stopJob", value: create(StopJobCommandSchema, { grace: { seconds: 0n }, reason }) }, { deadlineMs: 5_000 }).catch((e: unknown) => {
+      await runner.call({ case: "stopJob", value: create(StopJobCommandSchema, { grace: { seconds: 0n }, reason }) }, { deadlineMs: 5_000, signal: this.halt.signal }).catch((e: unknown) => {
         this.log.debug({ job: v.id, err: message(e) }, "stopJob before removal failed");
       });
     }
@@ -424,10 +430,10 @@ export class Dispatcher {
       await shim
         .call(
           { case: "terminateTask", value: create(TerminateTaskCommandSchema, { taskId: v.id, terminationReason: v.terminationReason ?? JobTerminationReason.TERMINATED_BY_SERVER, terminationMessage: v.terminationReasonMessage ?? "" }) },
-          { deadlineMs: this.o.callDeadlineMs },
+          { deadlineMs: this.o.callDeadlineMs, signal: this.halt.signal },
         )
         .catch(ignoreMissing);
-      await shim.call({ case: "removeTask", value: create(RemoveTaskCommandSchema, { taskId: v.id }) }, { deadlineMs: this.o.callDeadlineMs }).catch(ignoreMissing);
+      await shim.call({ case: "removeTask", value: create(RemoveTaskCommandSchema, { taskId: v.id }) }, { deadlineMs: this.o.callDeadlineMs, signal: this.halt.signal }).catch(ignoreMissing);
     } catch (e) {
       this.cleanups.delete(v.id);
       this.log.warn({ job: v.id, instance: instanceId, err: message(e) }, "removing the task failed; will retry when the shim reports again");
@@ -532,10 +538,11 @@ export class Dispatcher {
       const env = Object.fromEntries(Object.entries(v.spec.env).map(([k, val]) => [k, interpolateSecrets(val, secrets)]));
       const runner = this.o.links.runner(v.id);
       this.log.debug({ job: v.id }, "submitting job to the runner");
-      await runner.call({ case: "submitJob", value: submitJobCommand(v, { env, secrets }) }, { deadlineMs: this.o.callDeadlineMs });
+      await runner.call({ case: "submitJob", value: submitJobCommand(v, { env, secrets }) }, { deadlineMs: this.o.callDeadlineMs, signal: this.halt.signal });
       this.jobSubmitted.add(v.id);
       if (v.status === JobStatus.PROVISIONING) await this.report(v.id, JobStatus.PULLING); // its container runs
     } catch (e) {
+      if (this.stopped) return;
       const code = linkErrorCodeOf(e);
       if (TRANSIENT.has(code) || (e instanceof LinkCallError && e.retryable)) this.log.warn({ job: v.id, err: message(e) }, "submitting the job failed; will retry when the runner reconnects");
       else if (code !== LinkErrorCode.ALREADY_EXISTS && code !== LinkErrorCode.FAILED_PRECONDITION) await this.fail(v.id, JobTerminationReason.EXECUTOR_ERROR, message(e));
