@@ -1,6 +1,6 @@
-// The `dstack` binary against a REAL server process. The server has no agents and no fleet
-// instances here, so a task with `retry: on no-capacity` stays pending (retrying) until it is
-// stopped: enough to submit, list, attach/detach, stop and delete runs; the server writes
+// The `dstack` binary against a REAL server process. The server runs without its local fleet
+// here (no agents, no instances), so a task with `retry: on no-capacity` stays pending
+// (retrying) until it is stopped: enough to submit, list, attach/detach, stop and delete runs; the server writes
 // ~/.dstack/config.yml into the test HOME at start, exactly as on a user's machine.
 import { randomBytes } from "node:crypto";
 import { cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -49,7 +49,7 @@ async function psJson(extra: string[] = [], opts: Partial<CliRun> = {}): Promise
 }
 
 beforeAll(async () => {
-  server = await startTestServer("sqlite", { env: { DSTACK_SERVER_CODE_UPLOAD_LIMIT: String(CODE_LIMIT) } });
+  server = await startTestServer("sqlite", { env: { DSTACK_SERVER_CODE_UPLOAD_LIMIT: String(CODE_LIMIT), DSTACK_SERVER_NO_LOCAL_FLEET: "1" } });
   work = await mkdtemp(join(tmpdir(), "dstack-cli-work-"));
   cli = { home: server.where.home };
   client = Client.fromConfig({ env: { HOME: server.where.home } });
@@ -379,7 +379,7 @@ describe("dstack server", () => {
       const where = await createServerEnv("sqlite");
       try {
         const [port, agentPort] = [await freePort(), await freePort()];
-        const run = startCli(["server", "--port", String(port), "--agent-port", String(agentPort), "--log-level", "warn"], { home: where.home, env: where.env });
+        const run = startCli(["server", "--port", String(port), "--agent-port", String(agentPort), "--log-level", "warn"], { home: where.home, env: { ...where.env, DSTACK_SERVER_NO_LOCAL_FLEET: "1" } });
         await waitForOutput(run, (out) => /The server is running at http:\/\/127\.0\.0\.1:(\d+)/.test(out));
         expect(run.stdout()).toContain(`127.0.0.1:${port}`);
         // The server it started wrote the CLI config; the CLI can use it at once.
