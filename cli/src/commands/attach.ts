@@ -46,7 +46,8 @@ export async function attachToRun(client: Client, name: string, io: CliIO, opts:
           if (!u.run) continue;
           latest = u.run;
           const status = runStatusText(u.run);
-          if (status !== lastStatus) {
+          // The end is told once, by the final message below.
+          if (status !== lastStatus && !isRunFinished(u.run)) {
             lastStatus = status;
             if (tty) io.stderr.write(`${p.dim(`[${new Date().toLocaleTimeString()}]`)} ${p.bold(name)} ${status}\n`);
           }
@@ -86,7 +87,8 @@ export async function attachToRun(client: Client, name: string, io: CliIO, opts:
   }
   const final = latest && isRunFinished(latest) ? latest : await client.runs.get(name);
   const { text, ok } = formatFinishedMessage(final);
-  if (!ok || tty) io.stderr.write(ok ? p.green(text) : p.red(text));
+  const [headline, ...details] = text.trimEnd().split("\n");
+  if (!ok || tty) io.stderr.write(`${ok ? p.green(headline!) : p.red(headline!)}\n${details.map((l) => `${l}\n`).join("")}`);
   return exitCodeForRun(final);
 }
 
