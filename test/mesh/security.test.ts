@@ -6,6 +6,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { EnrollmentService, TaskInfoSchema, TaskState } from "@dstack/proto/agent";
 import { agentTransport, createCsr, enroll, generateKey, identityUri, IdentityStore, issueCertificate, renewCertificate } from "@dstack/proto/link";
+import { Instance } from "../../server/src/db/entities.js";
 import { agentHome, enrollShim, once, simShim, startMesh, type MeshFixture } from "./harness.js";
 
 async function renewError(home: string): Promise<ConnectError> {
@@ -64,6 +65,15 @@ describe("mesh: identity and refusals", () => {
     expect(a.agentId).not.toBe(b.agentId);
     await f.mesh.joinTokens.revoke(created.id);
     await expect(enroll({ serverUrl: f.url, token: created.token, caSha256: f.mesh.caFingerprint, kind: "shim", home: agentHome() })).rejects.toThrow(/revoked/);
+  });
+
+  it("numbers hosts that enroll at once with one reusable token without sharing a name", async () => {
+    const created = await f.mesh.joinTokens.create({ projectId: f.projectId, fleetId: f.fleetId, kind: "shim", reusable: true });
+    const ids = await Promise.all(Array.from({ length: 8 }, () => enroll({ serverUrl: f.url, token: created.token, caSha256: f.mesh.caFingerprint, kind: "shim", home: agentHome() })));
+    const rows = await f.orm.em.fork().find(Instance, { id: { $in: ids.map((i) => i.agentId) } });
+    expect(rows).toHaveLength(8);
+    expect(new Set(rows.map((r) => r.name)).size).toBe(8);
+    expect(new Set(rows.map((r) => r.instanceNum)).size).toBe(8);
   });
 
   it("refuses a shim token used by a runner, and binds runner tokens to their job", async () => {

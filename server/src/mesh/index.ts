@@ -63,6 +63,16 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Default policy on the shared schema: a shim becomes the instance its token names, the instance it claims (same fleet), or a new one. */
 function dbPolicy(orm: Orm): Omit<MeshPolicy, "certificateLifetimeMs"> {
+  // New instances of one fleet are numbered one at a time: hosts enrolling together with a
+  // reusable token would otherwise all count the same rows and share a name.
+  const numbering = new Map<string, Promise<unknown>>();
+  const serially = <T>(key: string, f: () => Promise<T>): Promise<T> => {
+    const run = (numbering.get(key) ?? Promise.resolve()).then(f, f);
+    const tail = run.catch(() => undefined);
+    numbering.set(key, tail);
+    void tail.then(() => numbering.get(key) === tail && numbering.delete(key));
+    return run;
+  };
   return {
     async resolveShim(token: ConsumedJoinToken, identity) {
       const em = orm.em.fork();
@@ -72,18 +82,20 @@ function dbPolicy(orm: Orm): Omit<MeshPolicy, "certificateLifetimeMs"> {
         if (inst && (token.boundId || (inst.fleet?.id ?? null) === token.fleetId)) return inst.id;
       }
       if (token.boundId) throw meshErr("MESH_NOT_FOUND", { what: "Instance", id: token.boundId });
-      const fleet = token.fleetId ? await em.findOne(Fleet, { id: token.fleetId }) : null;
-      const count = fleet ? await em.count(Instance, { fleet: fleet.id }) : 0;
-      const inst = build(Instance, {
-        name: `${fleet?.name ?? "host"}-${count}`,
-        instanceNum: count,
-        backend: "remote",
-        hostInfo: identity ? { hostname: identity.hostname, machineId: identity.machineId, agentVersion: identity.agentVersion } : null,
+      return serially(token.fleetId ?? `project:${token.projectId}`, async () => {
+        const fleet = token.fleetId ? await em.findOne(Fleet, { id: token.fleetId }) : null;
+        const count = fleet ? await em.count(Instance, { fleet: fleet.id }) : 0;
+        const inst = build(Instance, {
+          name: `${fleet?.name ?? "host"}-${count}`,
+          instanceNum: count,
+          backend: "remote",
+          hostInfo: identity ? { hostname: identity.hostname, machineId: identity.machineId, agentVersion: identity.agentVersion } : null,
+        });
+        inst.project = em.getReference("Project", token.projectId) as never;
+        inst.fleet = fleet ? (em.getReference("Fleet", fleet.id) as never) : null;
+        await em.persistAndFlush(inst);
+        return inst.id;
       });
-      inst.project = em.getReference("Project", token.projectId) as never;
-      inst.fleet = fleet ? (em.getReference("Fleet", fleet.id) as never) : null;
-      await em.persistAndFlush(inst);
-      return inst.id;
     },
     async ownsTask(instanceId, taskId) {
       if (!UUID.test(taskId)) return false;
