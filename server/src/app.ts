@@ -11,6 +11,7 @@ import type { HandlerDeps } from "./api/deps.js";
 import { createDualServer, type DualServer } from "./api/dual-server.js";
 import { apiInterceptor } from "./api/interceptors.js";
 import { registerRoutes } from "./api/routes.js";
+import { humanLogStream } from "./log-format.js";
 
 export const SERVER_VERSION: string = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
@@ -30,7 +31,7 @@ export type App = FastifyInstance & { server: DualServer };
 export async function createApp(opts: AppOptions): Promise<App> {
   const level = opts.logLevel ?? opts.settings.logLevel;
   const app = fastify({
-    logger: level === false ? false : { level, stream: process.stderr },
+    logger: level === false ? false : { level, stream: process.env.DSTACK_SERVER_LOG_FORMAT === "json" ? process.stderr : humanLogStream(process.stderr) },
     serverFactory: (handler) => createDualServer(handler),
     // Connect streams can outlive fastify's defaults; per-call deadlines are the client's.
     requestTimeout: 0,
