@@ -121,7 +121,7 @@ async function main(): Promise<void> {
     rows.push(["stop → terminated (job exits on SIGTERM)", ms(median(stopFloor)), ms(median(stopOurs)), `${(median(stopOurs) / median(stopFloor)).toFixed(2)}×`]);
 
     // 4. A burst of one-line tasks submitted at once through the API.
-    const burstFile = (i: number) => writeConfig(work, `burst-${i}`, `image: ${IMAGE}\nresources:\n  cpu: 0.1..\n  memory: 16MB..\ncommands:\n  - echo burst-${i}\n`);
+    const burstFile = (i: number) => writeConfig(work, `burst-${i}`, `image: ${IMAGE}\nresources:\n  cpu: 1..\n  memory: 16MB..\ncommands:\n  - echo burst-${i}\n`);
     const t0 = performance.now();
     const started: number[] = [];
     const names = Array.from({ length: BURST }, (_, i) => `burst-${i}`);
