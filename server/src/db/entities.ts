@@ -102,6 +102,8 @@ export class Instance extends Base {
   backend: string | null = null;
   region: string | null = null;
   lastHeartbeatAt: Date | null = null;
+  /** SSH fleet hosts: how the server reaches the host and where the shim is installed (RemoteConnection). */
+  remoteConnection: Json | null = null;
   deleted = false;
 }
 
@@ -284,6 +286,7 @@ export const InstanceSchema = new EntitySchema<Instance, Base>({
     backend: { type: "string", length: 64, nullable: true },
     region: { type: "string", length: 200, nullable: true },
     lastHeartbeatAt: { type: DateTimeType, nullable: true },
+    remoteConnection: { type: "json", nullable: true },
     deleted: { type: "boolean", default: false },
   },
 });

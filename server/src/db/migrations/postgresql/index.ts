@@ -4,9 +4,11 @@ import type { MigrationObject } from "@mikro-orm/core";
 import { Migration20261123152157_initial as M20261123152157_initial } from "./Migration20261123152157_initial.js";
 import { Migration20261123161202_runs_scheduler as M20261123161202_runs_scheduler } from "./Migration20261123161202_runs_scheduler.js";
 import { Migration20261123165748_user_public_keys as M20261123165748_user_public_keys } from "./Migration20261123165748_user_public_keys.js";
+import { Migration20261123193115_instance_remote_connection as M20261123193115_instance_remote_connection } from "./Migration20261123193115_instance_remote_connection.js";
 
 export const migrations: MigrationObject[] = [
   { name: "Migration20261123152157_initial", class: M20261123152157_initial },
   { name: "Migration20261123161202_runs_scheduler", class: M20261123161202_runs_scheduler },
   { name: "Migration20261123165748_user_public_keys", class: M20261123165748_user_public_keys },
+  { name: "Migration20261123193115_instance_remote_connection", class: M20261123193115_instance_remote_connection },
 ];
