@@ -1,165 +1,37 @@
-// Builds the portable runner bundle, build/runner-bundle/:
-//
-//   runner.js     esbuild bundle of agent-runner (CommonJS, node20), no node_modules needed
-//   bin/node      a copy of this Node binary
-//   lib/          the shared libraries `ldd bin/node` lists, and the dynamic loader
-//   bundle.json   version, input hash, and the argv that starts the runner
-//   package.json  {"type": "commonjs"}, so runner.js loads as CJS wherever the bundle sits
+// Builds the portable runner bundle, build/runner-bundle/ (layout: scripts/portable-bundle.ts):
+// runner.js, bin/node, lib/, bundle.json, package.json.
 //
 // Mounted read-only into any image (no Node, no glibc needed) and started as
 //   <dir>/lib/ld-linux-x86-64.so.2 --library-path <dir>/lib <dir>/bin/node <dir>/runner.js
-// The loader is named by the binary's own PT_INTERP, so an arm64 build gets ld-linux-aarch64.so.1.
+// (bundle.json's argv, relative to the bundle dir; the shim prefixes its mount point).
 //
 // Skips all work when the inputs' hash matches the stamp of the last build (`--force` rebuilds).
-import { execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { basename, dirname, join, relative, resolve } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build, version as esbuildVersion } from "esbuild";
+import { buildPortableBundle, REPO, runAsScript, type PortableBundleSpec } from "./portable-bundle.js";
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const OUT = join(REPO, "build", "runner-bundle");
-const STAMP = join(OUT, ".stamp");
-const ENTRY = join(REPO, "agent-runner", "src", "entry.ts");
+export { parseLdd } from "./portable-bundle.js";
 
-/** Every file whose change changes the bundle. */
-function inputFiles(): string[] {
-  const out: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) {
-        if (e.name !== "node_modules") walk(p);
-      } else if (/\.(ts|js|json)$/.test(e.name) && !/\.test\.ts$/.test(e.name)) out.push(p);
-    }
-  };
-  for (const d of ["agent-runner/src", "proto/src", "proto/gen"]) walk(join(REPO, d));
-  out.push(join(REPO, "package-lock.json"), join(REPO, "agent-runner", "package.json"), fileURLToPath(import.meta.url));
-  return out.sort();
-}
+export const RUNNER_BUNDLE_DIR = join(REPO, "build", "runner-bundle");
 
-function inputHash(): string {
-  const h = createHash("sha256");
-  for (const f of inputFiles()) h.update(relative(REPO, f)).update("\0").update(readFileSync(f)).update("\0");
-  const node = statSync(process.execPath);
-  h.update(`node ${process.execPath} ${process.version} ${node.size} ${node.mtimeMs}\0esbuild ${esbuildVersion}\0${process.arch}`);
-  return h.digest("hex");
-}
-
-/** `soname → path` for every library the binary needs, plus the loader (its key starts with "/"). */
-export function parseLdd(text: string): { libs: Map<string, string>; loader: string | null } {
-  const libs = new Map<string, string>();
-  let loader: string | null = null;
-  for (const line of text.split("\n")) {
-    const withPath = /^\s*(\S+)\s+=>\s+(\/\S+)\s+\(0x[0-9a-f]+\)/.exec(line);
-    if (withPath) {
-      libs.set(withPath[1]!, withPath[2]!);
-      continue;
-    }
-    const interp = /^\s*(\/\S+)\s+\(0x[0-9a-f]+\)/.exec(line);
-    if (interp) loader = interp[1]!;
-    else if (/=>\s+not found/.test(line)) throw new Error(`ldd: ${line.trim()}`);
-  }
-  return { libs, loader };
-}
-
-function listLibraries(binary: string): { libs: Map<string, string>; loader: string } {
-  let text: string;
-  try {
-    text = execFileSync("ldd", [binary], { encoding: "utf8" });
-  } catch {
-    // No ldd: glibc's loader lists the same with --list.
-    const guess = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"].find(existsSync);
-    if (!guess) throw new Error("neither ldd nor a known dynamic loader is available to list Node's libraries");
-    text = execFileSync(guess, ["--list", binary], { encoding: "utf8" });
-  }
-  const { libs, loader } = parseLdd(text);
-  if (!loader) throw new Error(`${binary} names no dynamic loader (a static build needs no bundle libs)`);
-  return { libs, loader };
-}
-
-export const RUNNER_BUNDLE_DIR = OUT;
+export const RUNNER_BUNDLE: PortableBundleSpec = {
+  label: "runner",
+  outDir: RUNNER_BUNDLE_DIR,
+  entry: join(REPO, "agent-runner", "src", "entry.ts"),
+  script: "runner.js",
+  inputDirs: ["agent-runner/src", "proto/src", "proto/gen"],
+  inputFiles: [join(REPO, "agent-runner", "package.json"), fileURLToPath(import.meta.url)],
+  // node-pty's native addon is not bundled; the runner uses plain pipes.
+  external: ["node-pty"],
+  manifest: async () => {
+    const { RUNNER_VERSION } = await import("../agent-runner/src/version.js");
+    return { name: "dstack-runner", version: RUNNER_VERSION };
+  },
+};
 
 /** Builds the bundle unless it is up to date; returns where it is and whether it was rebuilt. */
-export async function buildRunnerBundle(o: { force?: boolean; log?: (line: string) => void } = {}): Promise<{ dir: string; built: boolean }> {
-  const log = o.log ?? ((l: string) => console.log(l));
-  const started = Date.now();
-  const hash = inputHash();
-  if (!o.force && existsSync(STAMP) && readFileSync(STAMP, "utf8").trim() === hash && existsSync(join(OUT, "runner.js")) && existsSync(join(OUT, "bin", "node"))) {
-    log(`runner bundle up to date: ${relative(process.cwd(), OUT) || OUT} (${Date.now() - started} ms)`);
-    return { dir: OUT, built: false };
-  }
-  const tmp = `${OUT}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(join(tmp, "bin"), { recursive: true });
-  mkdirSync(join(tmp, "lib"), { recursive: true });
-  try {
-    const result = await build({
-      entryPoints: [ENTRY],
-      outfile: join(tmp, "runner.js"),
-      bundle: true,
-      platform: "node",
-      target: "node20",
-      // CommonJS: the bundle dir has no package.json, and CJS deps' dynamic require() keeps working.
-      format: "cjs",
-      // node-pty's native addon is not bundled; the runner uses plain pipes.
-      external: ["node-pty"],
-      legalComments: "none",
-      logLevel: "warning",
-      metafile: true,
-    });
-    if (result.errors.length) throw new Error("esbuild failed");
-
-    copyFileSync(process.execPath, join(tmp, "bin", "node"));
-    chmodSync(join(tmp, "bin", "node"), 0o755);
-    const { libs, loader } = listLibraries(join(tmp, "bin", "node"));
-    // copyFileSync follows symlinks: lib/ holds real files under the names the binary asks for.
-    for (const [soname, path] of libs) copyFileSync(path, join(tmp, "lib", soname));
-    copyFileSync(loader, join(tmp, "lib", basename(loader)));
-    chmodSync(join(tmp, "lib", basename(loader)), 0o755);
-
-    const { RUNNER_VERSION } = await import("../agent-runner/src/version.js");
-    const manifest = {
-      name: "dstack-runner",
-      version: RUNNER_VERSION,
-      node: process.version,
-      arch: process.arch,
-      inputs: hash,
-      // Relative to the bundle dir; the shim prefixes its mount point.
-      argv: [`lib/${basename(loader)}`, "--library-path", "lib", "bin/node", "runner.js"],
-    };
-    writeFileSync(join(tmp, "bundle.json"), JSON.stringify(manifest, null, 2) + "\n");
-    // runner.js is CommonJS wherever the bundle sits (even under this repo's "type": "module").
-    writeFileSync(join(tmp, "package.json"), JSON.stringify({ type: "commonjs" }) + "\n");
-    writeFileSync(join(tmp, ".stamp"), hash + "\n");
-    rmSync(OUT, { recursive: true, force: true });
-    try {
-      renameSync(tmp, OUT);
-    } catch (e) {
-      // A concurrent build (two test files) got there first with the same inputs: keep its result.
-      if (!(existsSync(STAMP) && readFileSync(STAMP, "utf8").trim() === hash)) throw e;
-      rmSync(tmp, { recursive: true, force: true });
-    }
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
-  const size = (p: string): number => {
-    const s = statSync(p);
-    return s.isDirectory() ? readdirSync(p).reduce((n, e) => n + size(join(p, e)), 0) : s.size;
-  };
-  const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
-  log(
-    `runner bundle built in ${Date.now() - started} ms: ${relative(process.cwd(), OUT) || OUT} ` +
-      `(runner.js ${mb(size(join(OUT, "runner.js")))}, bin ${mb(size(join(OUT, "bin")))}, lib ${mb(size(join(OUT, "lib")))})`,
-  );
-  return { dir: OUT, built: true };
+export function buildRunnerBundle(o: { force?: boolean; log?: (line: string) => void } = {}): Promise<{ dir: string; built: boolean }> {
+  return buildPortableBundle(RUNNER_BUNDLE, o);
 }
 
-if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  buildRunnerBundle({ force: process.argv.includes("--force") }).catch((e: unknown) => {
-    console.error(`build-runner-bundle: ${e instanceof Error ? e.message : String(e)}`);
-    process.exit(1);
-  });
-}
+runAsScript(import.meta.url, "build-runner-bundle", (force) => buildRunnerBundle({ force }));

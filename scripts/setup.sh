@@ -199,5 +199,6 @@ bash "$repo/scripts/make-test-images.sh"
 out="$(docker run --rm dstack-test/busybox:1 echo container-ok 2>&1)" && [ "$out" = container-ok ] ||
   die "the engine answers but cannot run a container: $out (dockerd log: $DOCKERD_LOG)"
 (cd "$repo" && node_modules/.bin/tsx scripts/build-runner-bundle.ts) || die "building the runner bundle failed (npm run build:runner)"
+(cd "$repo" && node_modules/.bin/tsx scripts/build-shim-bundle.ts) || die "building the shim bundle failed (npm run build:shim)"
 (cd "$repo" && node_modules/.bin/tsx scripts/build-cli.ts) || die "bundling the CLI failed (npm run build:cli)"
 say "done"
