@@ -16,6 +16,7 @@ import { createDispatcher, describeHost, dockerAnswers, startLocalFleet, type Di
 import { bootstrap, createServices } from "./services/index.js";
 import { DEFAULT_PROJECT_NAME } from "./services/projects.js";
 import { ADMIN_TOKEN_FILE } from "./services/users.js";
+import { SshFleetProvisioner } from "./backends/ssh/provisioner.js";
 import { loadSettings, loopbackAgentUrl, type Settings } from "./settings.js";
 
 const USAGE = `Usage: dstack-server [options]
@@ -140,6 +141,7 @@ export async function main(argv: string[]): Promise<number> {
   let mesh: MeshServer | undefined;
   let dispatcher: Dispatcher | undefined;
   let localFleet: LocalFleet | undefined;
+  let sshFleets: SshFleetProvisioner | undefined;
   try {
     const settings = loadSettings(cli.env);
     orm = await openDatabase(settings.database);
@@ -177,6 +179,18 @@ export async function main(argv: string[]): Promise<number> {
     scheduler = createScheduler({ orm, services, settings, onError: (e, kind, id) => app?.log.error({ err: e, kind, id }, "scheduler reconcile failed") });
     await scheduler.start();
 
+    // SSH fleets: hosts are set up over SSH and their shims dial the agent URL.
+    sshFleets = new SshFleetProvisioner({
+      sshFleets: services.sshFleets,
+      bus: services.bus,
+      joinTokens: mesh.joinTokens,
+      revoke: (id) => mesh!.revoke("shim", id),
+      agentUrl: settings.agentUrl,
+      caFingerprint: mesh.caFingerprint,
+      log: agentLog,
+    });
+    await sshFleets.start();
+
     if (settings.localFleet && (await dockerAnswers(cli.env))) {
       localFleet = await startLocalFleet({
         fleets: services.fleets,
@@ -204,6 +218,7 @@ export async function main(argv: string[]): Promise<number> {
     const message = isDstackError(e) ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
     process.stderr.write(`dstack-server: ${message}\n`);
     await localFleet?.stop().catch(() => {});
+    await sshFleets?.stop().catch(() => {});
     await dispatcher?.stop().catch(() => {});
     await scheduler?.stop().catch(() => {});
     await app?.close().catch(() => {});
@@ -212,7 +227,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  return shutdownOn(signalled, app, scheduler, mesh, orm, dispatcher!, localFleet);
+  return shutdownOn(signalled, app, scheduler, mesh, orm, dispatcher!, localFleet, sshFleets);
 }
 
 /** Resolves with the exit code once a signal has stopped everything. */
@@ -224,6 +239,7 @@ async function shutdownOn(
   orm: Orm,
   dispatcher: Dispatcher,
   localFleet: LocalFleet | undefined,
+  sshFleets?: SshFleetProvisioner,
 ): Promise<number> {
   const signal = await signalled;
   // A second signal: the user does not want to wait.
@@ -245,6 +261,7 @@ async function shutdownOn(
   for (const [what, step] of [
     // The local shim goes first and cleanly: its containers keep running and are recovered at its next start.
     ["local fleet's host agent", () => localFleet?.stop() ?? Promise.resolve()],
+    ["SSH fleet provisioner", () => sshFleets?.stop() ?? Promise.resolve()],
     ["API", () => app.close()],
     ["agent dispatcher", () => dispatcher.stop()],
     ["scheduler", () => scheduler.stop()],

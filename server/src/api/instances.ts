@@ -24,6 +24,7 @@ export function instanceMessage(i: InstanceView): Instance {
     price: i.price,
     status: i.status,
     unreachable: i.unreachable,
+    terminationReasonMessage: i.terminationReasonMessage ?? "",
     createdAt: timestampFromDate(i.createdAt),
     totalBlocks: i.totalBlocks,
     busyBlocks: i.busyBlocks,

@@ -29,6 +29,8 @@ export interface InstanceView {
   totalBlocks: number;
   busyBlocks: number;
   unreachable: boolean;
+  /** Why it ended (e.g. an SSH host that could not be set up), when it did. */
+  terminationReasonMessage: string | null;
   createdAt: Date;
 }
 
@@ -64,6 +66,7 @@ export function instanceView(i: Instance, projectName: string, fleetName: string
     totalBlocks: i.totalBlocks,
     busyBlocks: i.busyBlocks,
     unreachable: i.unreachable,
+    terminationReasonMessage: i.terminationReasonMessage,
     createdAt: i.createdAt,
   };
 }

@@ -16,6 +16,7 @@ import { LogsService } from "./logs.js";
 import { OffersService } from "./offers.js";
 import { RunsService } from "./runs.js";
 import { TunnelsService } from "./tunnels.js";
+import { SshFleetsService } from "./ssh-fleets.js";
 
 export interface Services {
   users: UsersService;
@@ -30,6 +31,8 @@ export interface Services {
   code: CodeService;
   /** Tunnels to running jobs (ssh, port forwards); the agent port's broker is plugged in with `useOpener`. */
   tunnels: TunnelsService;
+  /** SSH fleet hosts' instances and provisioning state (backends/ssh does the SSH work). */
+  sshFleets: SshFleetsService;
   /** Services publish here after each commit; the scheduler and watchers listen. */
   bus: EventBus;
   clock: Clock;
@@ -62,7 +65,8 @@ export function createServices(orm: Orm, settings: Settings, opts: ServiceOption
   const logs = new LogsService(orm, projects, bus, settings.homeDir);
   const code = new CodeService(orm, projects, opts.codeUploadLimit ?? envCodeLimit());
   const tunnels = new TunnelsService(orm, projects);
-  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, bus, clock };
+  const sshFleets = new SshFleetsService(orm, bus);
+  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, sshFleets, bus, clock };
 }
 
 /** First-start work, safe to repeat: the admin user and the default project. */

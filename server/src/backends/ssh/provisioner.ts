@@ -1,0 +1,361 @@
+// SSH fleets: for each host of a fleet with `ssh_config` the server logs in over SSH, checks the
+// host (Linux on the bundle's architecture, a Docker engine that answers, free disk), copies the
+// portable shim and runner bundles (a tar stream into `tar -x` on the host), writes a one-time
+// join token bound to the host's instance and starts the shim: a systemd unit when systemd runs
+// and we are root, else a small restart loop under nohup. The instance is `provisioning` until
+// its shim links and reports the host (then `idle`); a host that cannot be set up ends with a
+// precise error on its instance, without holding up the others.
+//
+// Reconciles on fleet events (apply, delete) and at start: hosts already set up are left alone,
+// failed ones are tried again, hosts gone from the configuration are uninstalled (shim stopped,
+// install dir removed, identity revoked), and so are all hosts of a deleted fleet.
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import type { Client } from "ssh2";
+import type { SshConfig, SshHost } from "@dstack/proto";
+import type { JoinTokens } from "../../mesh/index.js";
+import type { EventBus } from "../../scheduler/events.js";
+import type { RemoteConnection, SshFleetsService, SshFleetState, SshInstanceState } from "../../services/ssh-fleets.js";
+import type { AgentLogger } from "../../agents/dispatcher.js";
+import { InstanceStatus } from "../../domain/enums.js";
+import { connect, exec, shq, SshHostError, type SshEndpoint, type SshTarget } from "./remote.js";
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
+export const DEFAULT_SHIM_BUNDLE_DIR = join(REPO, "build", "shim-bundle");
+export const DEFAULT_RUNNER_BUNDLE_DIR = join(REPO, "build", "runner-bundle");
+
+export interface SshProvisionerOptions {
+  sshFleets: SshFleetsService;
+  bus: EventBus;
+  joinTokens: Pick<JoinTokens, "create">;
+  /** Revokes the shim identity of an instance (mesh.revoke("shim", id)). */
+  revoke: (instanceId: string) => void;
+  /** Where shims on the hosts dial (the server's --agent-url). */
+  agentUrl: string;
+  caFingerprint: string;
+  shimBundleDir?: string;
+  runnerBundleDir?: string;
+  log: AgentLogger;
+}
+
+/** A host of the configuration with the fleet-level defaults applied. */
+export interface ResolvedHost extends SshTarget {
+  key: string;
+}
+
+export function resolveHosts(ssh: SshConfig): { hosts: ResolvedHost[]; errors: { key: string; hostname: string; port: number; user: string; message: string }[] } {
+  const hosts: ResolvedHost[] = [];
+  const errors: { key: string; hostname: string; port: number; user: string; message: string }[] = [];
+  for (const h of ssh.hosts as SshHost[]) {
+    const user = h.user ?? ssh.user ?? "root";
+    const port = h.port ?? ssh.port ?? 22;
+    const key = `${user}@${h.hostname}:${port}`;
+    const identityFile = h.identityFile ?? ssh.identityFile;
+    if (!identityFile) {
+      errors.push({ key, hostname: h.hostname, port, user, message: `no identity_file for ${key}: set ssh_config.identity_file or the host's identity_file` });
+      continue;
+    }
+    const pj = h.proxyJump ?? ssh.proxyJump;
+    const proxyJump: SshEndpoint | undefined = pj ? { hostname: pj.hostname, port: pj.port ?? 22, user: pj.user, identityFile: pj.identityFile } : undefined;
+    hosts.push({ key, hostname: h.hostname, port, user, identityFile, ...(proxyJump ? { proxyJump } : {}) });
+  }
+  return { hosts, errors };
+}
+
+const UNAME_ARCH: Record<string, string> = { x64: "x86_64", arm64: "aarch64" };
+
+/** The start script on the host: join with the one-time token the first time, run afterwards. */
+export function startScript(o: { agentUrl: string; caFingerprint: string }): string {
+  const bin = '"$dir/shim-bundle/bin/dstack-shim"';
+  const common = '--home "$dir/home" --runner-bundle "$dir/runner-bundle"';
+  return [
+    "#!/bin/sh",
+    "# dstack-shim of an SSH fleet host (written by the dstack server). First start: join with the",
+    "# one-time token; later starts: run with the identity the join stored in home/.",
+    'dir=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd) || exit 1',
+    'if [ -f "$dir/home/identity.json" ]; then',
+    `  exec ${bin} run ${common}`,
+    "fi",
+    `exec ${bin} join --server ${shq(o.agentUrl)} --ca-sha256 ${shq(o.caFingerprint)} --token "$(cat "$dir/join-token")" ${common}`,
+    "",
+  ].join("\n");
+}
+
+/** Keeps start.sh running where there is no systemd; SIGTERM stops the shim and the loop. */
+export const SUPERVISE_SCRIPT = [
+  "#!/bin/sh",
+  "# Restart loop for the dstack shim where systemd is not used (written by the dstack server).",
+  'dir=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd) || exit 1',
+  'echo $$ >"$dir/supervisor.pid"',
+  "stopping=",
+  "child=",
+  'trap \'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null\' TERM INT',
+  'while [ -z "$stopping" ]; do',
+  '  sh "$dir/start.sh" >>"$dir/shim.log" 2>&1 </dev/null &',
+  "  child=$!",
+  '  wait "$child"',
+  '  if [ -n "$stopping" ]; then wait "$child" 2>/dev/null; break; fi',
+  "  sleep 2",
+  "done",
+  'rm -f "$dir/supervisor.pid"',
+  "",
+].join("\n");
+
+function systemdUnit(dir: string): string {
+  return [
+    "[Unit]",
+    "Description=dstack-shim (dstack host agent of an SSH fleet)",
+    "After=network-online.target docker.service",
+    "Wants=network-online.target",
+    "",
+    "[Service]",
+    "Type=simple",
+    `ExecStart=/bin/sh ${dir}/start.sh`,
+    `StandardOutput=append:${dir}/shim.log`,
+    `StandardError=append:${dir}/shim.log`,
+    "Restart=always",
+    "RestartSec=2",
+    "KillMode=process",
+    "TimeoutStopSec=30",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
+const firstLine = (s: string): string => s.trim().split("\n").find((l) => l.trim() !== "")?.trim() ?? "";
+
+function dirSize(p: string): number {
+  const s = statSync(p);
+  return s.isDirectory() ? readdirSync(p).reduce((n, e) => n + dirSize(join(p, e)), 0) : s.size;
+}
+
+export class SshFleetProvisioner {
+  private readonly shimDir: string;
+  private readonly runnerDir: string;
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly queued = new Set<string>();
+  private readonly sshFleetIds = new Set<string>();
+  private unsubscribe: (() => void) | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: SshProvisionerOptions) {
+    this.shimDir = o.shimBundleDir ?? DEFAULT_SHIM_BUNDLE_DIR;
+    this.runnerDir = o.runnerBundleDir ?? DEFAULT_RUNNER_BUNDLE_DIR;
+  }
+
+  /** Listens for fleet changes and reconciles every SSH fleet once. */
+  async start(): Promise<void> {
+    this.unsubscribe = this.o.bus.subscribe((e) => {
+      // Apply publishes a "fleet" event; delete publishes the fleet's id as an "instance" event.
+      if (e.kind === "fleet" || (e.kind === "instance" && this.sshFleetIds.has(e.id))) this.schedule(e.id);
+    });
+    for (const id of await this.o.sshFleets.fleetIds()) {
+      this.sshFleetIds.add(id);
+      this.schedule(id);
+    }
+  }
+
+  /** Stops listening and waits for the reconciles under way. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    await Promise.allSettled([...this.chains.values()]);
+  }
+
+  /** Resolves once every reconcile queued so far is done (tests). */
+  async idle(): Promise<void> {
+    while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()]);
+  }
+
+  private schedule(fleetId: string): void {
+    if (this.stopped || this.queued.has(fleetId)) return;
+    this.queued.add(fleetId);
+    const prev = this.chains.get(fleetId) ?? Promise.resolve();
+    const next = prev
+      .then(async () => {
+        this.queued.delete(fleetId);
+        await this.reconcile(fleetId);
+      })
+      .catch((e: unknown) => this.o.log.error({ err: e, fleet: fleetId }, "ssh fleet: reconcile failed"))
+      .finally(() => {
+        if (this.chains.get(fleetId) === next) this.chains.delete(fleetId);
+      });
+    this.chains.set(fleetId, next);
+  }
+
+  private async reconcile(fleetId: string): Promise<void> {
+    const fleet = await this.o.sshFleets.state(fleetId);
+    if (!fleet || (!fleet.config?.sshConfig && fleet.instances.length === 0)) return;
+    this.sshFleetIds.add(fleetId);
+    if (fleet.deleted) {
+      await Promise.allSettled(fleet.instances.filter((i) => i.remote.state !== "removed").map((i) => this.teardown(fleet, i)));
+      return;
+    }
+    const { hosts, errors } = resolveHosts(fleet.config.sshConfig ?? { hosts: [] });
+    const live = fleet.instances.filter((i) => !i.deleted);
+    const byKey = new Map(live.map((i) => [i.remote.host, i]));
+    const wanted = new Set([...hosts.map((h) => h.key), ...errors.map((e) => e.key)]);
+    const work: Promise<void>[] = [];
+    for (const i of live) if (!wanted.has(i.remote.host)) work.push(this.teardown(fleet, i));
+    for (const e of errors) {
+      const remote: RemoteConnection = { host: e.key, hostname: e.hostname, port: e.port, user: e.user, state: "provisioning" };
+      const i = byKey.get(e.key) ?? (await this.o.sshFleets.addHost(fleet.id, remote));
+      await this.o.sshFleets.update(i.id, remote, { failed: e.message });
+    }
+    for (const h of hosts) {
+      const existing = byKey.get(h.key);
+      if (existing && existing.status !== InstanceStatus.TERMINATED && existing.remote.state === "installed") continue;
+      const remote: RemoteConnection = { host: h.key, hostname: h.hostname, port: h.port, user: h.user, state: "provisioning" };
+      let inst: SshInstanceState;
+      if (existing) {
+        inst = { ...existing, remote: { ...existing.remote, ...remote } };
+        await this.o.sshFleets.update(inst.id, inst.remote, { retry: true });
+      } else inst = await this.o.sshFleets.addHost(fleet.id, remote);
+      work.push(this.provision(fleet, inst, h));
+    }
+    await Promise.allSettled(work);
+  }
+
+  private async provision(fleet: SshFleetState, inst: SshInstanceState, h: ResolvedHost): Promise<void> {
+    const log = this.o.log;
+    log.info({ fleet: fleet.name, host: h.key, instance: inst.name }, "ssh fleet: provisioning host");
+    let remote = inst.remote;
+    let session: Awaited<ReturnType<typeof connect>> | null = null;
+    try {
+      session = await connect(h);
+      const c = session.client;
+      const run = async (cmd: string, stdin?: Readable) => exec(c, cmd, stdin);
+      const manifest = JSON.parse(readFileSync(join(this.shimDir, "bundle.json"), "utf8")) as { arch: string; node: string };
+      const wantArch = UNAME_ARCH[manifest.arch] ?? manifest.arch;
+      const uname = (await run("uname -sm")).stdout.trim();
+      if (uname !== `Linux ${wantArch}`) throw new SshHostError(`unsupported host ${h.key}: \`uname -sm\` says '${uname}'; the shim bundle is built for Linux ${wantArch}`);
+      const docker = await run("docker version --format '{{.Server.Version}}'");
+      if (docker.code !== 0) throw new SshHostError(`no Docker engine answers on ${h.key}: ${firstLine(docker.stderr) || firstLine(docker.stdout) || `docker version exited with ${docker.code}`}`);
+      const who = (await run('id -u; printf "%s\\n" "$HOME"; command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] && echo systemd || echo nohup')).stdout.trim().split("\n");
+      const root = who[0] === "0";
+      const base = root ? "/opt/dstack" : `${who[1] || "/tmp"}/.dstack`;
+      const dir = `${base}/shim-${inst.id}`;
+      const useSystemd = root && who[2] === "systemd";
+      remote = { ...remote, installDir: dir, ...(useSystemd ? { unit: `dstack-shim-${inst.id}` } : {}) };
+      await this.o.sshFleets.update(inst.id, remote);
+
+      // Disk: the bundles (the runner shares the shim's node and libraries when they match) and room to spare.
+      const runner = JSON.parse(readFileSync(join(this.runnerDir, "bundle.json"), "utf8")) as { arch: string; node: string };
+      const shareNode = runner.node === manifest.node && runner.arch === manifest.arch;
+      const needMb = Math.ceil((dirSize(this.shimDir) + (shareNode ? dirSize(join(this.runnerDir, "runner.js")) : dirSize(this.runnerDir))) / 1048576) + 200;
+      const df = await run(`mkdir -p ${shq(base)} && df -Pk ${shq(base)} | awk 'NR==2 {print $4}'`);
+      const freeMb = Math.floor(Number(df.stdout.trim()) / 1024);
+      if (df.code !== 0) throw new SshHostError(`cannot prepare ${base} on ${h.key}: ${firstLine(df.stderr)}`);
+      if (Number.isFinite(freeMb) && freeMb < needMb) throw new SshHostError(`not enough disk space on ${h.key}: ${freeMb} MB free in ${base}, the shim needs ${needMb} MB`);
+
+      // The bundles: one tar stream, unpacked by the host's tar.
+      await this.upload(c, h, dir, shareNode);
+      const token = await this.o.joinTokens.create({ projectId: fleet.projectId, fleetId: fleet.id, kind: "shim", boundId: inst.id });
+      const put = async (path: string, text: string, mode: string) => {
+        const r = await run(`umask 077 && cat >${shq(path)} && chmod ${mode} ${shq(path)}`, Readable.from([Buffer.from(text)]));
+        if (r.code !== 0) throw new SshHostError(`cannot write ${path} on ${h.key}: ${firstLine(r.stderr)}`);
+      };
+      await put(`${dir}/join-token`, token.token + "\n", "600");
+      await put(`${dir}/start.sh`, startScript({ agentUrl: this.o.agentUrl, caFingerprint: this.o.caFingerprint }), "700");
+      if (useSystemd) {
+        await put(`/etc/systemd/system/${remote.unit}.service`, systemdUnit(dir), "644");
+        const r = await run(`systemctl daemon-reload && systemctl enable --now ${shq(remote.unit!)}`);
+        if (r.code !== 0) throw new SshHostError(`cannot start the shim's systemd unit on ${h.key}: ${firstLine(r.stderr)}`);
+      } else {
+        await put(`${dir}/supervise.sh`, SUPERVISE_SCRIPT, "700");
+        const setsid = "$(command -v setsid || true)";
+        const r = await run(`cd ${shq(dir)} && nohup ${setsid} sh ${shq(`${dir}/supervise.sh`)} >/dev/null 2>&1 </dev/null &`);
+        if (r.code !== 0) throw new SshHostError(`cannot start the shim on ${h.key}: ${firstLine(r.stderr)}`);
+      }
+      remote = { ...remote, state: "installed" };
+      await this.o.sshFleets.update(inst.id, remote);
+      log.info({ fleet: fleet.name, host: h.key, instance: inst.name, dir, systemd: useSystemd }, "ssh fleet: shim started; waiting for it to link");
+    } catch (e) {
+      const message = e instanceof SshHostError ? e.message : `provisioning ${h.key} failed: ${(e as Error)?.message ?? String(e)}`;
+      log.warn({ fleet: fleet.name, host: h.key, instance: inst.name, error: message }, "ssh fleet: host failed");
+      await this.o.sshFleets.update(inst.id, remote, { failed: message });
+    } finally {
+      session?.close();
+    }
+  }
+
+  private async upload(c: Client, h: ResolvedHost, dir: string, shareNode: boolean): Promise<void> {
+    if (!existsSync(join(this.shimDir, "shim.js"))) throw new Error(`no shim bundle in ${this.shimDir}: build it with \`npm run build:shim\``);
+    if (!existsSync(join(this.runnerDir, "runner.js"))) throw new Error(`no runner bundle in ${this.runnerDir}: build it with \`npm run build:runner\``);
+    const shim = basename(this.shimDir);
+    const runner = basename(this.runnerDir);
+    // GNU tar on the server side; --transform names the two dirs the same on every host.
+    const args = [
+      "-c",
+      "--exclude=.stamp",
+      `--transform=s,^${shim},shim-bundle,`,
+      `--transform=s,^${runner},runner-bundle,`,
+      "-C", dirname(this.shimDir), shim,
+      "-C", dirname(this.runnerDir),
+      ...(shareNode ? [`${runner}/runner.js`, `${runner}/bundle.json`, `${runner}/package.json`] : [runner]),
+    ];
+    const tar = spawn("tar", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let tarErr = "";
+    tar.stderr.on("data", (d: Buffer) => (tarErr += d.toString()));
+    const tarDone = new Promise<number>((ok) => tar.once("close", (code) => ok(code ?? -1)));
+    const r = await exec(c, `rm -rf ${shq(dir)} && mkdir -p ${shq(dir)}/home && tar -x -C ${shq(dir)}`, tar.stdout);
+    const code = await tarDone;
+    if (code !== 0) throw new Error(`tar of the bundles failed: ${firstLine(tarErr)}`);
+    if (r.code !== 0) throw new SshHostError(`cannot unpack the shim on ${h.key}: ${firstLine(r.stderr) || `tar -x exited with ${r.code}`}${/not found/.test(r.stderr) ? " (the host needs tar)" : ""}`);
+    if (shareNode) {
+      const link = await exec(
+        c,
+        `cd ${shq(dir)} && mkdir -p runner-bundle/bin runner-bundle/lib && ln -f shim-bundle/bin/node runner-bundle/bin/node && for f in shim-bundle/lib/*; do ln -f "$f" runner-bundle/lib/; done`,
+      );
+      if (link.code !== 0) throw new SshHostError(`cannot lay out the runner bundle on ${h.key}: ${firstLine(link.stderr)}`);
+    }
+  }
+
+  private async teardown(fleet: SshFleetState, inst: SshInstanceState): Promise<void> {
+    const r = inst.remote;
+    this.o.log.info({ fleet: fleet.name, host: r.host, instance: inst.name }, "ssh fleet: removing the shim from the host");
+    let session: Awaited<ReturnType<typeof connect>> | null = null;
+    try {
+      if (r.installDir) {
+        const { hosts } = resolveHosts(fleet.config.sshConfig ?? { hosts: [] });
+        // A removed host is no longer in the configuration: use the fleet's defaults for its key.
+        const target = hosts.find((h) => h.key === r.host) ?? this.fallbackTarget(fleet, r);
+        if (!target) throw new SshHostError(`no identity_file to reach ${r.host}`);
+        session = await connect(target);
+        const dir = r.installDir;
+        const cmd = r.unit
+          ? `systemctl disable --now ${shq(r.unit)} >/dev/null 2>&1; rm -f ${shq(`/etc/systemd/system/${r.unit}.service`)}; systemctl daemon-reload; rm -rf ${shq(dir)}`
+          : [
+              `p=$(cat ${shq(`${dir}/supervisor.pid`)} 2>/dev/null)`,
+              'if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null; i=0; while kill -0 "$p" 2>/dev/null && [ $i -lt 60 ]; do sleep 0.5; i=$((i+1)); done; fi',
+            ].join("; ");
+        if (!r.unit) {
+          // Anything still started from the install dir (a shim that ignored SIGTERM) goes too; the
+          // pattern's first character is bracketed so it does not match this command's own shell.
+          await exec(session.client, `pkill -KILL -f ${shq(`[${dir[0]}]${dir.slice(1)}/`)} 2>/dev/null; true`);
+        }
+        const out = await exec(session.client, r.unit ? cmd : `${cmd}; rm -rf ${shq(dir)}`);
+        if (out.code !== 0) throw new SshHostError(`cleanup on ${r.host} failed: ${firstLine(out.stderr)}`);
+      }
+    } catch (e) {
+      this.o.log.warn({ fleet: fleet.name, host: r.host, error: (e as Error).message }, "ssh fleet: could not clean the host; its identity is revoked anyway");
+    } finally {
+      session?.close();
+    }
+    this.o.revoke(inst.id);
+    await this.o.sshFleets.update(inst.id, { ...r, state: "removed" }, { retire: true });
+  }
+
+  private fallbackTarget(fleet: SshFleetState, r: RemoteConnection): SshTarget | null {
+    const ssh = fleet.config.sshConfig;
+    const identityFile = ssh?.identityFile;
+    if (!identityFile) return null;
+    const pj = ssh?.proxyJump;
+    return { hostname: r.hostname, port: r.port, user: r.user, identityFile, ...(pj ? { proxyJump: { hostname: pj.hostname, port: pj.port ?? 22, user: pj.user, identityFile: pj.identityFile } } : {}) };
+  }
+}
