@@ -85,6 +85,8 @@ export interface RunInput {
   repoDir?: string;
   /** SHA-256 of code uploaded with `runs.uploadCode`. */
   repoCodeHash?: string;
+  /** OpenSSH public key the run's containers accept for `ssh <run>` (RunSpec.ssh_key_pub). */
+  sshKeyPub?: string;
 }
 
 export interface LogsOptions {
@@ -226,6 +228,7 @@ function runSpecOf(client: Client, input: RunInput): RunSpec {
     repoCodeHash: input.repoCodeHash ?? "",
     env: input.env ?? {},
     runArgs: input.runArgs ?? [],
+    sshKeyPub: input.sshKeyPub ?? "",
   });
 }
 

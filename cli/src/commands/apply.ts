@@ -11,7 +11,8 @@ import { formatConfigurationSummary } from "../format/configuration.js";
 import { formatRunPlan } from "../format/plan.js";
 import { runStatusText } from "../format/runs.js";
 import { CliError, confirm, readAll, type CliIO } from "../io.js";
-import { attachToRun } from "./attach.js";
+import { ensureSshIdentity } from "../ssh/keys.js";
+import { attachToRun, connectOptionsFor } from "./attach.js";
 import {
   addResourceFlags,
   applyResourceFlags,
@@ -140,7 +141,9 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
   const env = resolveEnv(config, options, io);
   // commander turns --no-repo into repo === false.
   const repoDir = options.repo === false ? undefined : resolve(io.cwd, typeof options.repo === "string" ? options.repo : ".");
-  const input = { configuration: config, configurationPath: displayName, env, ...(repoDir ? { repoDir } : {}) };
+  // The run's containers accept this CLI's key (~/.dstack/ssh/id_rsa, made on first use) for `ssh <run>`.
+  const identity = await ensureSshIdentity(io.env);
+  const input = { configuration: config, configurationPath: displayName, env, sshKeyPub: identity.publicKey, ...(repoDir ? { repoDir } : {}) };
   const maxOffers = options.maxOffers !== undefined ? parseCount("--max-offers", options.maxOffers) : 3;
 
   const plan = await client.runs.plan(input, { maxOffers: Math.max(maxOffers, 1) });
@@ -181,7 +184,10 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
     io.stdout.write(`Run ${runName} submitted, detaching...\n`);
     return 0;
   }
-  return attachToRun(client, runName, io, { onAttached: () => io.stdout.write(`Run ${runName} submitted. Attaching (Ctrl-C detaches; the run goes on)...\n`) });
+  return attachToRun(client, runName, io, {
+    onAttached: () => io.stdout.write(`Run ${runName} submitted. Attaching (Ctrl-C detaches; the run goes on)...\n`),
+    connect: connectOptionsFor(io, options),
+  });
 }
 
 async function stopAndWait(client: Client, name: string): Promise<void> {

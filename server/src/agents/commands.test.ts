@@ -28,6 +28,7 @@ function view(yaml: string, o: Partial<JobAgentView> = {}, spec: Parameters<type
     runId: "run-id",
     runName: "train",
     projectId: "p",
+    userId: "u",
     instanceId: "i",
     fleetId: "f",
     blocks: 4,
@@ -94,6 +95,16 @@ describe("agent commands", () => {
     expect(j.repo?.type).toBe(RunnerRepoType.LOCAL);
     expect(j.maxDuration?.seconds).toBe(3600n);
     expect(j.clusterInfo).toMatchObject({ jobIps: ["10.1.0.7"], masterJobIp: "10.1.0.7", gpusPerJob: 4, nodeRank: 0, nodesNum: 1, gpusNum: 4 });
+  });
+
+  it("the container accepts the run's ssh_key_pub and the submitting user's keys, each once", () => {
+    const cli = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIcli dstack";
+    const mine = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABmine me@laptop";
+    const v = view("commands: [echo]\n", {}, { extra: { sshKeyPub: cli } });
+    const t = submitTaskCommand(v, { runner, userSshKeys: [mine, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIcli other-comment", " "] });
+    expect([t.containerSshKeys, t.hostSshKeys]).toEqual([[cli, mine], []]);
+    expect(submitJobCommand(v, { env: {}, secrets: {}, userSshKeys: [mine] }).authorizedKeys).toEqual([cli, mine]);
+    expect(submitTaskCommand(view("commands: [echo]\n"), { runner }).containerSshKeys).toEqual([]);
   });
 
   it("names containers within Docker's alphabet", () => {

@@ -74,10 +74,30 @@ export interface RunnerBootstrapInput {
 }
 
 /**
+ * The keys `ssh <run>` may log in with: the run's `ssh_key_pub` (the CLI's key), then the
+ * submitting user's keys, without repeats (same type and key data, whatever the comment).
+ */
+export function authorizedKeysOf(v: Pick<JobAgentView, "spec">, userKeys: readonly string[] = []): string[] {
+  const out: string[] = [];
+  const seen = new Set<string>();
+  for (const line of [v.spec.sshKeyPub ?? "", ...userKeys]) {
+    const k = line.trim();
+    const id = k.split(/\s+/).slice(0, 2).join(" ");
+    if (!k || seen.has(id)) continue;
+    seen.add(id);
+    out.push(k);
+  }
+  return out;
+}
+
+/**
  * SubmitTask for the job's container. Host networking always: the runner dials the agent URL,
  * which for a server on the same machine is loopback (a bridge network would hide it).
  */
-export function submitTaskCommand(v: JobAgentView, o: { runner: RunnerBootstrapInput; registryAuth?: { username: string; password: string } }): SubmitTaskCommand {
+export function submitTaskCommand(
+  v: JobAgentView,
+  o: { runner: RunnerBootstrapInput; registryAuth?: { username: string; password: string }; /** The submitting user's SSH public keys. */ userSshKeys?: readonly string[] },
+): SubmitTaskCommand {
   const s = v.spec;
   const whole = wholeHost(v);
   const part = v.host && !whole ? blockResources(v.host, v.totalBlocks, Math.max(1, v.blocks)) : null;
@@ -98,7 +118,7 @@ export function submitTaskCommand(v: JobAgentView, o: { runner: RunnerBootstrapI
     networkMode: TaskNetworkMode.HOST,
     ports: s.ports,
     instanceMounts: s.instanceMounts.map((m) => ({ instancePath: m.instancePath, path: m.path })),
-    containerSshKeys: s.sshKeyPub ? [s.sshKeyPub] : [],
+    containerSshKeys: authorizedKeysOf(v, o.userSshKeys),
     runner: o.runner,
   });
 }
@@ -106,7 +126,7 @@ export function submitTaskCommand(v: JobAgentView, o: { runner: RunnerBootstrapI
 const REPO_TYPES = { remote: RunnerRepoType.REMOTE, local: RunnerRepoType.LOCAL, virtual: RunnerRepoType.VIRTUAL } as const;
 
 /** SubmitJob for the runner: `env` already has secrets interpolated; `secrets` are the referenced ones. */
-export function submitJobCommand(v: JobAgentView, o: { env: Record<string, string>; secrets: Record<string, string> }): SubmitJobCommand {
+export function submitJobCommand(v: JobAgentView, o: { env: Record<string, string>; secrets: Record<string, string>; userSshKeys?: readonly string[] }): SubmitJobCommand {
   const s = v.spec;
   const user = s.user ? parseUnixUser(s.user) : null;
   const blob = (hash: string) => ({ sha256: hash, sizeBytes: BigInt(v.blobSizes[hash] ?? 0) });
@@ -147,6 +167,6 @@ export function submitJobCommand(v: JobAgentView, o: { env: Record<string, strin
       gpusNum: gpusPerJob * nodes,
     },
     ...(s.maxDuration !== null ? { maxDuration: { seconds: BigInt(s.maxDuration) } } : {}),
-    authorizedKeys: s.sshKeyPub ? [s.sshKeyPub] : [],
+    authorizedKeys: authorizedKeysOf(v, o.userSshKeys),
   });
 }

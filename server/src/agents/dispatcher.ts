@@ -44,7 +44,8 @@ export interface AgentLogger {
 const SILENT: AgentLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 export interface DispatcherOptions {
-  services: Pick<Services, "jobs" | "fleets" | "secrets" | "bus">;
+  /** `users` (optional) gives the submitting user's SSH keys, which every task's container accepts. */
+  services: Pick<Services, "jobs" | "fleets" | "secrets" | "bus"> & Partial<Pick<Services, "users">>;
   links: Links;
   joinTokens: Pick<JoinTokens, "create">;
   /** The agent CA, PEM: runners pin it. */
@@ -312,6 +313,16 @@ export class Dispatcher {
     }
   }
 
+  /** The submitting user's SSH public keys (`ssh <run>` may use them as well as the run's own key). */
+  private async userSshKeys(v: JobAgentView): Promise<string[]> {
+    try {
+      return (await this.o.services.users?.sshKeysOf(v.userId)) ?? [];
+    } catch (e) {
+      this.log.warn({ job: v.id, err: message(e) }, "could not read the user's SSH keys; the run's own key only");
+      return [];
+    }
+  }
+
   /** SubmitTask to the host's shim (once it is linked); the runner bootstrap rides along. */
   private async submitTask(v: JobAgentView): Promise<void> {
     const instanceId = v.instanceId!;
@@ -328,6 +339,7 @@ export class Dispatcher {
     const auth = v.spec.registryAuth;
     const cmd = submitTaskCommand(v, {
       runner: { joinToken: token, agentUrl: this.o.agentUrl, caCertificatePem: this.o.caCertificatePem },
+      userSshKeys: await this.userSshKeys(v),
       ...(auth ? { registryAuth: { username: interpolateSecrets(auth.username, secrets), password: interpolateSecrets(auth.password, secrets) } } : {}),
     });
     this.log.debug({ job: v.id, instance: instanceId, container: cmd.containerName, image: cmd.imageName }, "submitting task");
@@ -538,7 +550,7 @@ export class Dispatcher {
       const env = Object.fromEntries(Object.entries(v.spec.env).map(([k, val]) => [k, interpolateSecrets(val, secrets)]));
       const runner = this.o.links.runner(v.id);
       this.log.debug({ job: v.id }, "submitting job to the runner");
-      await runner.call({ case: "submitJob", value: submitJobCommand(v, { env, secrets }) }, { deadlineMs: this.o.callDeadlineMs, signal: this.halt.signal });
+      await runner.call({ case: "submitJob", value: submitJobCommand(v, { env, secrets, userSshKeys: await this.userSshKeys(v) }) }, { deadlineMs: this.o.callDeadlineMs, signal: this.halt.signal });
       this.jobSubmitted.add(v.id);
       if (v.status === JobStatus.PROVISIONING) await this.report(v.id, JobStatus.PULLING); // its container runs
     } catch (e) {

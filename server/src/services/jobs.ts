@@ -81,6 +81,8 @@ export interface JobAgentView {
   runId: string;
   runName: string;
   projectId: string;
+  /** The user who submitted the run (whose SSH keys the job's container accepts). */
+  userId: string;
   instanceId: string | null;
   fleetId: string | null;
   /** Blocks of the instance the job holds (0 once finished), of `totalBlocks`. */
@@ -343,6 +345,7 @@ export class JobsService {
       runId: run.id,
       runName: run.runName,
       projectId: run.project.id,
+      userId: run.user.id,
       instanceId: instance?.id ?? null,
       fleetId: instance?.fleet?.id ?? null,
       blocks: job.blocks,

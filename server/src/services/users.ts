@@ -205,6 +205,18 @@ export class UsersService {
     return keys.map(publicKeyView);
   }
 
+  /**
+   * The OpenSSH public keys a user's jobs accept for `ssh <run>`: the user's registered keys and
+   * the server-managed key, if any (the dispatcher sends them with each task). Unknown user: none.
+   */
+  async sshKeysOf(userId: string): Promise<string[]> {
+    const em = this.orm.em.fork();
+    const user = UUID_RE.test(userId) ? await em.findOne(User, { id: userId.toLowerCase(), deleted: false }) : null;
+    if (!user) return [];
+    const keys = await em.find(UserPublicKey, { user: user.id }, { orderBy: { createdAt: "asc", id: "asc" } });
+    return [...keys.map((k) => k.publicKey), ...(user.sshPublicKey ? [user.sshPublicKey] : [])];
+  }
+
   /** Deletes the caller's keys by id, all or none; an id that is not the caller's is NotFound. */
   async deletePublicKeys(actor: Principal, ids: string[]): Promise<void> {
     await withTransaction(this.orm, async (em) => {
