@@ -1,6 +1,9 @@
 // The runner's core: holds the control link, serves SubmitJob/StopJob/GetMetrics/Ping, runs one
-// job, ships logs, and decides when to exit: after the job's final state is out and every log
-// entry is acknowledged (or the wait ran out), like dstack's wait_logs_finished.
+// job, ships logs, and decides when to exit: after every log entry is acknowledged and then the
+// job's final state is out (or the waits ran out), like dstack's wait_logs_finished. The final
+// state waits for the logs so that a server that sees the job finished has all its output and a
+// log follower that ends there misses nothing — also after a reconnect, where the state report
+// would otherwise overtake the entries still spooled.
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { durationMs, timestampNow } from "@bufbuild/protobuf/wkt";
@@ -52,6 +55,8 @@ export const RUNNER_DEFAULTS = { submitTimeoutMs: 5 * 60_000, finishTimeoutMs: 6
 export class Runner {
   private runnerState = RunnerState.WAIT_SUBMIT;
   private readonly jobStates: JobStateChanged[] = [];
+  /** The job's final state, held back from jobStates (and the server) until its logs are in. */
+  private finalState: JobStateChanged | null = null;
   /** How many of jobStates the server has certainly been told (sent on a live stream or in an accepted report). */
   private deliveredStates = 0;
   private reportedStates = 0;
@@ -139,7 +144,12 @@ export class Runner {
 
     this.runnerState = RunnerState.WAIT_LOGS_FINISHED;
     const timeout = this.o.finishTimeoutMs ?? RUNNER_DEFAULTS.finishTimeoutMs;
-    const [logsOk, statesOk] = await Promise.all([this.logs.drain(timeout), this.waitDelivered(timeout)]);
+    const logsOk = await this.logs.drain(timeout);
+    if (this.finalState) {
+      this.jobStates.push(this.finalState);
+      this.sendState(this.jobStates.length - 1);
+    }
+    const statesOk = await this.waitDelivered(timeout);
     if (!logsOk) this.stderr(`${this.logs.unacked} log entries still unacknowledged after ${timeout / 1000} s; exiting anyway`);
     if (!statesOk) this.stderr(`could not tell the server the final job state within ${timeout / 1000} s; exiting anyway`);
     this.closing = true;
@@ -181,13 +191,16 @@ export class Runner {
   }
 
   private onJobState(s: JobStateChanged): void {
+    if (s.state === JobState.DONE || s.state === JobState.FAILED || s.state === JobState.TERMINATED) {
+      // Told in run(), once the logs (this line included) are acknowledged.
+      this.finalState = s;
+      this.diag(`job ${JobState[s.state]}${s.exitStatus !== undefined ? ` (exit status ${s.exitStatus})` : ""}`);
+      this.endNow();
+      return;
+    }
     this.jobStates.push(s);
     if (s.state === JobState.RUNNING) this.runnerState = RunnerState.SERVE_LOGS;
     this.sendState(this.jobStates.length - 1);
-    if (s.state === JobState.DONE || s.state === JobState.FAILED || s.state === JobState.TERMINATED) {
-      this.diag(`job ${JobState[s.state]}${s.exitStatus !== undefined ? ` (exit status ${s.exitStatus})` : ""}`);
-      this.endNow();
-    }
   }
 
   private sendState(i: number): void {

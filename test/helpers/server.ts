@@ -90,13 +90,20 @@ export interface StartOptions {
    * Docker answers). Default false: tests get a server with no fleet unless they ask.
    */
   localFleet?: boolean;
+  /** The public API port; default a free one. A restart on the same home may reuse the last start's. */
+  port?: number;
+  /**
+   * The agent port; default a free one. Agents (the local shim, runners in containers) keep the
+   * agent URL they were given, so a restart that must keep them must reuse the last start's.
+   */
+  agentPort?: number;
 }
 
 /** Starts the server process in `where`; rejects with its stderr if it exits or stalls. */
 export async function startServer(where: ServerEnv, opts: StartOptions = {}): Promise<TestServer> {
-  const port = await freePort();
-  let agentPort = await freePort();
-  while (agentPort === port) agentPort = await freePort();
+  const port = opts.port ?? (await freePort());
+  let agentPort = opts.agentPort ?? (await freePort());
+  while (opts.agentPort === undefined && agentPort === port) agentPort = await freePort();
   const child = spawn(process.execPath, [BIN, "--port", String(port), "--agent-port", String(agentPort), "--log-level", "warn", ...(opts.args ?? [])], {
     cwd: REPO,
     env: { ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", DSTACK_SERVER_NO_LOCAL_FLEET: opts.localFleet ? "" : "1", ...where.env, ...opts.env },

@@ -138,4 +138,23 @@ describe("dstack-runner process", () => {
     // After the restart the runner's state report carried PREPARING and RUNNING again.
     expect(m.heard(jobId).filter((s) => s.state === JobState.RUNNING).length).toBeGreaterThanOrEqual(2);
   });
+
+  it("tells the final state only once every log line is stored, also when the job ended while the server was away", async () => {
+    const { jobId, home } = await m.newRunnerHome((p) => `https://127.0.0.1:${p}`);
+    const r = startRunner(home);
+    const marker = join(home, "go");
+    await alive(r, submit(jobId, { workingDir: join(home, "wd"), commands: [`while [ ! -f ${marker} ]; do sleep 0.02; done`, "for i in $(seq 1 300); do echo out $i; done"] }));
+    await m.f.mesh.close(); // the server goes away…
+    writeFileSync(marker, ""); // …the job prints its output and ends while nobody listens
+    await alive(r, new Promise<void>((ok) => {
+      const t = setInterval(() => r.stderr().includes("job DONE") && (clearInterval(t), ok()), 10);
+    }));
+    await m.restart();
+    const final = await alive(r, m.finalState(jobId));
+    // What the server had stored when it heard the job was over (a log follower ends there).
+    const storedAtFinal = m.data.text(jobId, "stdout");
+    expect(final.state).toBe(JobState.DONE);
+    expect(storedAtFinal).toBe(Array.from({ length: 300 }, (_, i) => `out ${i + 1}\n`).join(""));
+    expect(await r.exited).toBe(0);
+  });
 });

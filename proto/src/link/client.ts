@@ -78,7 +78,12 @@ export interface LinkClient extends EventEmitter<LinkClientEvents> {
   sendEvent(event: EventInit<K_ANY>): boolean;
   /** Resolves at the next successful connect (or now, if connected). */
   waitConnected(timeoutMs?: number): Promise<void>;
-  close(): Promise<void>;
+  /**
+   * Stops the link for good. A connected link first sends what is queued (a final event, a
+   * last reply) and half-closes, so the server reads all of it before the stream ends; after
+   * `graceMs` (default 2 s) without the server ending the stream, it is cut.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 type K_ANY = AgentKindName;
 
@@ -96,6 +101,8 @@ export function backoffDelay(attempt: number, o: BackoffOptions, random = Math.r
 class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> implements LinkClient {
   connected = false;
   private readonly stop = new AbortController();
+  /** close() was called: no redial, even before the stream is cut. */
+  private closing = false;
   private out: AsyncQueue<Message> | null = null;
   private readonly done = new Map<string, ReplyInit<K>>();
   private readonly running = new Map<string, AbortController>();
@@ -122,7 +129,7 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
         this.emit("error", e);
         return false;
       });
-      if (this.stop.signal.aborted) break;
+      if (this.stop.signal.aborted || this.closing) break;
       attempt = wasConnected ? 0 : attempt + 1;
       await sleep(backoffDelay(attempt, this.backoff), this.stop.signal);
     }
@@ -280,9 +287,18 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
     }
   }
 
-  async close(): Promise<void> {
-    this.stop.abort();
+  async close(graceMs = 2_000): Promise<void> {
+    this.closing = true;
     if (this.renewTimer) clearTimeout(this.renewTimer);
+    const out = this.out;
+    if (out && this.connected && graceMs > 0) {
+      // Ending the request stream sends everything queued before it; the server then ends its side.
+      out.end();
+      const cut = setTimeout(() => this.stop.abort(), graceMs);
+      await this.loop;
+      clearTimeout(cut);
+    }
+    this.stop.abort();
     await this.loop;
   }
 }
