@@ -1,0 +1,202 @@
+// SSH fleets end to end: two real OpenSSH servers on loopback ports stand for two hosts (the
+// same machine and Docker engine behind both; each shim gets its own install dir). A REAL
+// server provisions them over SSH from a fleet configuration: checks, bundle upload, one-time
+// join token, shim started under a restart loop. Both instances become idle with host facts,
+// a third host with a key the servers refuse fails with its own error, tasks run on each host,
+// and deleting the fleet stops both shims and removes their install dirs.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfiguration, type FleetConfig } from "@dstack/proto";
+import { InstanceStatus, type Fleet } from "@dstack/proto/api";
+import { Client } from "../../cli/src/index.js";
+import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
+import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
+import { dstack, startCli, waitForOutput, type CliRun } from "../cli/run-cli.js";
+import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
+import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+
+const SLOW = 300_000;
+
+let work: string;
+let server: TestServer & { where: ServerEnv };
+let client: Client;
+let cli: CliRun;
+const sshds: ChildProcess[] = [];
+const ports: number[] = [];
+
+async function startSshd(port: number): Promise<ChildProcess> {
+  const config = join(work, `sshd-${port}.conf`);
+  await writeFile(
+    config,
+    [
+      `Port ${port}`,
+      "ListenAddress 127.0.0.1",
+      `HostKey ${join(work, "host_key")}`,
+      `AuthorizedKeysFile ${join(work, "authorized_keys")}`,
+      `PidFile ${join(work, `sshd-${port}.pid`)}`,
+      "UsePAM no",
+      "PermitRootLogin prohibit-password",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "StrictModes no",
+      "LogLevel ERROR",
+      "",
+    ].join("\n"),
+  );
+  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 }); // sshd's privilege separation dir
+  const p = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
+  let errText = "";
+  p.stderr!.on("data", (d: Buffer) => (errText += d.toString()));
+  // Ready once the port accepts connections.
+  const { connect } = await import("node:net");
+  for (;;) {
+    if (p.exitCode !== null) throw new Error(`sshd exited: ${errText}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), resolve(true)));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return p;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Polls the fleet until `done` holds for it. */
+async function waitFleet(name: string, done: (f: Fleet) => boolean): Promise<Fleet> {
+  for (;;) {
+    const f = await client.fleets.get(name);
+    if (done(f)) return f;
+    if (server.process.exitCode !== null) throw new Error(`the server exited:\n${server.stderr()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+const shimProcesses = (dir: string): string => {
+  try {
+    return execFileSync("pgrep", ["-af", dir], { encoding: "utf8" }).trim();
+  } catch {
+    return ""; // pgrep exits 1 when nothing matches
+  }
+};
+
+beforeAll(async () => {
+  await requireTestImages([TEST_IMAGES.busybox]);
+  await buildRunnerBundle({ log: () => {} });
+  await buildShimBundle({ log: () => {} });
+  work = await mkdtemp(join(tmpdir(), "dstack-ssh-fleet-"));
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "host_key")]);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "id_good")]);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "id_bad")]);
+  execFileSync("sh", ["-c", `cp ${join(work, "id_good.pub")} ${join(work, "authorized_keys")}`]);
+  for (let i = 0; i < 2; i++) {
+    const port = await freePort();
+    ports.push(port);
+    sshds.push(await startSshd(port));
+  }
+  server = await startTestServer("sqlite", {});
+  client = Client.fromConfig({ env: { HOME: server.where.home } });
+  cli = { home: server.where.home };
+}, SLOW);
+
+afterAll(async () => {
+  await server?.stop();
+  for (const p of sshds) p.kill("SIGTERM");
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+const fleetYaml = () =>
+  [
+    "type: fleet",
+    "name: sshf",
+    "ssh_config:",
+    "  user: root",
+    `  identity_file: ${join(work, "id_good")}`,
+    "  hosts:",
+    `    - hostname: 127.0.0.1`,
+    `      port: ${ports[0]}`,
+    `    - hostname: 127.0.0.1`,
+    `      port: ${ports[1]}`,
+    // Same sshd, but a key it does not accept: this host alone fails.
+    `    - hostname: localhost`,
+    `      port: ${ports[0]}`,
+    `      identity_file: ${join(work, "id_bad")}`,
+    "",
+  ].join("\n");
+
+const task = (name: string, commands: string[]) =>
+  [`type: task`, `name: ${name}`, `image: ${TEST_IMAGES.busybox}`, `fleets: [sshf]`, `commands:`, ...commands.map((c) => `  - ${JSON.stringify(c)}`), ``].join("\n");
+
+describe("SSH fleets", () => {
+  let installDirs: string[] = [];
+
+  it(
+    "provisions each host over SSH: the good ones become idle with host facts, the refused one fails with its own error",
+    async () => {
+      const config = parseConfiguration(fleetYaml(), "fleet.dstack.yml") as FleetConfig;
+      await client.fleets.apply(config);
+      const settled = (i: Fleet["instances"][number]) => i.status === InstanceStatus.IDLE || i.status === InstanceStatus.TERMINATED;
+      const f = await waitFleet("sshf", (f) => f.instances.length === 3 && f.instances.every(settled));
+      const byHost = (n: number) => f.instances[n]!;
+      expect(byHost(0).status).toBe(InstanceStatus.IDLE);
+      expect(byHost(1).status).toBe(InstanceStatus.IDLE);
+      expect(byHost(0).hostname).not.toBe("");
+      expect(byHost(0).instanceType?.resources?.cpus ?? 1).toBeGreaterThan(0);
+      expect(byHost(2).status).toBe(InstanceStatus.TERMINATED);
+      expect(byHost(2).terminationReasonMessage).toBe(`SSH authentication refused for root@localhost:${ports[0]} (identity_file ${join(work, "id_bad")})`);
+      installDirs = [byHost(0).id, byHost(1).id].map((id) => `/opt/dstack/shim-${id}`);
+      for (const d of installDirs) {
+        expect(existsSync(join(d, "home", "identity.json"))).toBe(true);
+        expect(existsSync(join(d, "join-token"))).toBe(true);
+        expect(shimProcesses(d)).toContain("shim.js");
+      }
+
+      // Applying the same configuration again leaves the set-up hosts alone.
+      await client.fleets.apply(config);
+      const again = await waitFleet("sshf", (f) => f.instances.length === 3 && f.instances.every(settled));
+      expect(again.instances.map((i) => i.id)).toEqual(f.instances.map((i) => i.id));
+      expect(again.instances[0]!.status).toBe(InstanceStatus.IDLE);
+    },
+    SLOW,
+  );
+
+  it(
+    "runs a task on each host",
+    async () => {
+      const a = await mkdtemp(join(work, "proj-a-"));
+      const b = await mkdtemp(join(work, "proj-b-"));
+      await writeFile(join(a, ".dstack.yml"), task("ssh-a", ["echo started-a", "sleep 600"]));
+      await writeFile(join(b, ".dstack.yml"), task("ssh-b", ["echo hello-from-b"]));
+      // A holds one host until stopped, so B must get the other one.
+      const runA = startCli(["apply", "-y"], { ...cli, cwd: a });
+      await waitForOutput(runA, (out) => out.includes("started-a"));
+      const rb = await dstack(["apply", "-y"], { ...cli, cwd: b });
+      expect(rb.stdout).toContain("hello-from-b");
+      expect(rb.code).toBe(0);
+      await dstack(["stop", "-y", "ssh-a"], cli);
+      await runA.done;
+      const instances = await Promise.all(["ssh-a", "ssh-b"].map(async (n) => (await client.runs.get(n)).latestJobSubmission?.jobProvisioningData?.instanceName));
+      expect(new Set(instances)).toEqual(new Set(["sshf-0", "sshf-1"]));
+    },
+    SLOW,
+  );
+
+  it(
+    "fleet delete stops both shims and removes them from the hosts",
+    async () => {
+      await client.fleets.delete("sshf");
+      for (const d of installDirs) {
+        for (;;) {
+          if (!existsSync(d) && shimProcesses(d) === "") break;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        expect(existsSync(d)).toBe(false);
+        expect(shimProcesses(d)).toBe("");
+      }
+    },
+    SLOW,
+  );
+});
