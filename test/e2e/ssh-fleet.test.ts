@@ -97,7 +97,7 @@ beforeAll(async () => {
     ports.push(port);
     sshds.push(await startSshd(port));
   }
-  server = await startTestServer("sqlite", {});
+  server = await startTestServer("sqlite", { args: process.env.SSH_FLEET_DEBUG ? ["--log-level", "info"] : [] });
   client = Client.fromConfig({ env: { HOME: server.where.home } });
   cli = { home: server.where.home };
 }, SLOW);
@@ -191,6 +191,7 @@ describe("SSH fleets", () => {
       for (const d of installDirs) {
         for (;;) {
           if (!existsSync(d) && shimProcesses(d) === "") break;
+          if (process.env.SSH_FLEET_DEBUG) console.error(server.stderr().slice(-3000), shimProcesses(d));
           await new Promise((r) => setTimeout(r, 500));
         }
         expect(existsSync(d)).toBe(false);

@@ -269,7 +269,8 @@ export class SshFleetProvisioner {
       } else {
         await put(`${dir}/supervise.sh`, SUPERVISE_SCRIPT, "700");
         const setsid = "$(command -v setsid || true)";
-        const r = await run(`cd ${shq(dir)} && nohup ${setsid} sh ${shq(`${dir}/supervise.sh`)} >/dev/null 2>&1 </dev/null &`);
+        // A simple command in the background: no shell lingers as its parent.
+        const r = await run(`nohup ${setsid} sh ${shq(`${dir}/supervise.sh`)} >/dev/null 2>&1 </dev/null &`);
         if (r.code !== 0) throw new SshHostError(`cannot start the shim on ${h.key}: ${firstLine(r.stderr)}`);
       }
       remote = { ...remote, state: "installed" };
