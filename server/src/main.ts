@@ -149,7 +149,10 @@ export async function main(argv: string[]): Promise<number> {
     const { adminToken } = await bootstrap(services);
     // The agent port (mutual TLS) comes up first so the API can publish the CA fingerprint agents pin.
     // Runners push logs and fetch code through the mesh's data hooks, backed by the services.
-    mesh = await createMeshServer({ settings, orm, data: meshDataHooks(orm, services) });
+    // The certificate also names the agent URL's host, so hosts joining with the URL that
+    // `dstack fleet join-token` prints verify it without --servername.
+    const agentHost = new URL(settings.agentUrl).hostname.replace(/^\[(.*)\]$/, "$1");
+    mesh = await createMeshServer({ settings, orm, data: meshDataHooks(orm, services), serverNames: [agentHost] });
     await mesh.listen(settings.agentPort, settings.host);
     services.tunnels.useOpener(mesh.tunnels); // `ssh <run>` and port forwards ride tunnels the shims dial in
     app = await createApp({ settings, orm, services, shutdownTimeoutMs: SHUTDOWN_GRACE_MS, caFingerprintSha256: mesh.caFingerprint });

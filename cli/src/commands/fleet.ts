@@ -84,5 +84,17 @@ export function registerFleet(program: Command, io: CliIO): void {
     if (options.json) return printJson(io, { token: t.token, expiresAt: expires, agentUrl: t.agentUrl, caFingerprintSha256: t.caFingerprintSha256, installCommand: t.installCommand });
     io.stdout.write(`Token:      ${t.token}\nExpires:    ${expires}\nAgent URL:  ${t.agentUrl}\nCA SHA-256: ${t.caFingerprintSha256}\n`);
     if (t.installCommand) io.stdout.write(`\nOn the host, run:\n  ${t.installCommand}\n`);
+    if (isLoopbackUrl(t.agentUrl)) {
+      io.stdout.write(`\nOnly this machine can reach ${t.agentUrl}: for other hosts, start the server with --agent-url https://<address it has for them>:<agent port>.\n`);
+    }
   });
+}
+
+/** Whether a URL names this machine's loopback (hosts elsewhere cannot dial it). */
+function isLoopbackUrl(url: string): boolean {
+  try {
+    return /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i.test(new URL(url).hostname);
+  } catch {
+    return false;
+  }
 }

@@ -1,6 +1,6 @@
 // FleetService → services.fleets.
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { durationMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { fromProtoConfiguration, toProtoConfiguration, type FleetConfig } from "@dstack/proto";
 import { ConfigurationSchema, FleetSchema, FleetSpecSchema, type FleetService, type FleetSpec } from "@dstack/proto/api";
@@ -30,8 +30,9 @@ function fleetMessage(f: FleetView) {
   });
 }
 
-export function fleetHandlers({ services }: HandlerDeps): Partial<ServiceImpl<typeof FleetService>> {
+export function fleetHandlers({ services, settings, serverInfo }: HandlerDeps): Partial<ServiceImpl<typeof FleetService>> {
   const { fleets } = services;
+  const endpoint = { agentUrl: settings.agentUrl, caFingerprintSha256: serverInfo.caFingerprintSha256 };
   return {
     listFleets: async (req, ctx) => ({ fleets: (await fleets.list(caller(ctx), req.projectName, { includeDeleted: req.includeDeleted })).map(fleetMessage), nextPageToken: "" }),
     getFleet: async (req, ctx) => ({
@@ -41,6 +42,10 @@ export function fleetHandlers({ services }: HandlerDeps): Partial<ServiceImpl<ty
     deleteFleets: async (req, ctx) => {
       await fleets.delete(caller(ctx), req.projectName, req.names);
       return {};
+    },
+    createFleetJoinToken: async (req, ctx) => {
+      const t = await fleets.createJoinToken(caller(ctx), req.projectName, req.fleetName, { ...(req.ttl ? { ttlMs: durationMs(req.ttl) } : {}), maxUses: req.maxUses }, endpoint);
+      return { token: t.token, expiresAt: timestampFromDate(t.expiresAt), agentUrl: t.agentUrl, caFingerprintSha256: t.caFingerprintSha256, installCommand: t.installCommand };
     },
   };
 }

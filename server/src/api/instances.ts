@@ -7,7 +7,7 @@ import { err } from "../errors.js";
 import type { InstanceView } from "../services/fleets.js";
 import { caller } from "./context.js";
 import type { HandlerDeps } from "./deps.js";
-import { backendEnum } from "./runs.js";
+import { backendEnum, resourcesMessage } from "./runs.js";
 
 export function instanceMessage(i: InstanceView): Instance {
   return create(InstanceSchema, {
@@ -18,6 +18,8 @@ export function instanceMessage(i: InstanceView): Instance {
     fleetName: i.fleetName ?? "",
     instanceNum: i.instanceNum,
     backend: backendEnum(i.backend),
+    // What the host reported (whole host); none until its agent has reported.
+    instanceType: typeof i.hostInfo?.cpus === "number" && Array.isArray(i.hostInfo.gpus) ? { name: "", resources: resourcesMessage(i.hostInfo) } : undefined,
     hostname: i.hostInfo?.hostname ?? "",
     internalIp: i.hostInfo?.internalIp ?? "",
     region: i.region,

@@ -18,6 +18,7 @@ import {
   JobSpecSchema,
   JobSubmissionSchema,
   OfferSchema,
+  ResourcesSchema,
   RunPlanSchema,
   RunSchema,
   RunSpecSchema,
@@ -30,7 +31,7 @@ import {
   type RunSpec,
 } from "@dstack/proto/api";
 import { err } from "../errors.js";
-import type { OfferView } from "../services/offers.js";
+import type { HostInfo, InstanceResources, OfferView } from "../services/offers.js";
 import type { JobSubmissionView, RunSpecInput, RunView, StoredJobSpec } from "../services/runs.js";
 import { caller } from "./context.js";
 import type { HandlerDeps } from "./deps.js";
@@ -43,24 +44,26 @@ export function backendEnum(name: string): BackendType {
   return (BackendType as unknown as Record<string, BackendType>)[name.toUpperCase()] ?? BackendType.REMOTE;
 }
 
+/** Concrete resources (a host, or the share of it some blocks are) as the Resources message. */
+export function resourcesMessage(r: InstanceResources | HostInfo) {
+  return create(ResourcesSchema, {
+    cpus: r.cpus,
+    cpuArch: r.cpuArch === "arm" ? CpuArch.ARM : CpuArch.X86,
+    memoryMib: BigInt(Math.round(r.memoryGb * MIB)),
+    diskMib: BigInt(Math.round(r.diskGb * MIB)),
+    gpus: r.gpus.map((g) => ({
+      name: g.name,
+      memoryMib: BigInt(Math.round(g.memoryGb * MIB)),
+      vendor: (AcceleratorVendor as unknown as Record<string, AcceleratorVendor>)[String(g.vendor ?? "nvidia").toUpperCase()] ?? AcceleratorVendor.NVIDIA,
+    })),
+  });
+}
+
 export function offerMessage(o: OfferView): Offer {
   return create(OfferSchema, {
     backend: backendEnum(o.backend),
     region: o.region,
-    instance: {
-      name: o.instanceName,
-      resources: {
-        cpus: o.resources.cpus,
-        cpuArch: o.resources.cpuArch === "arm" ? CpuArch.ARM : CpuArch.X86,
-        memoryMib: BigInt(Math.round(o.resources.memoryGb * MIB)),
-        diskMib: BigInt(Math.round(o.resources.diskGb * MIB)),
-        gpus: o.resources.gpus.map((g) => ({
-          name: g.name,
-          memoryMib: BigInt(Math.round(g.memoryGb * MIB)),
-          vendor: (AcceleratorVendor as unknown as Record<string, AcceleratorVendor>)[g.vendor.toUpperCase()] ?? AcceleratorVendor.NVIDIA,
-        })),
-      },
-    },
+    instance: { name: o.instanceName, resources: resourcesMessage(o.resources) },
     price: o.price,
     availability: o.availability === "busy" ? Availability.BUSY : o.availability === "idle" ? Availability.IDLE : Availability.AVAILABLE,
     blocks: o.blocks,

@@ -28,6 +28,7 @@ export const PROJECT_OPERATIONS = {
   "runs.stop": "member",
   "fleets.apply": "member",
   "fleets.delete": "member",
+  "fleets.join-token": "manager",
   "volumes.apply": "member",
   "gateways.list": "member-or-public",
   "gateways.manage": "admin",

@@ -159,7 +159,12 @@ export class JoinToken extends Base {
   tokenHash!: string;
   expiresAt!: Date;
   revoked = false;
+  /** Last enrollment with it. */
   usedAt: Date | null = null;
+  /** Enrollments it allows (reusable shim tokens); null = no limit but the expiry. */
+  maxUses: number | null = null;
+  /** Enrollments so far. */
+  useCount = 0;
 }
 
 export class CodeBlob extends Base {
@@ -357,6 +362,8 @@ export const JoinTokenSchema = new EntitySchema<JoinToken, Base>({
     expiresAt: { type: DateTimeType },
     revoked: { type: "boolean", default: false },
     usedAt: { type: DateTimeType, nullable: true },
+    maxUses: { type: "integer", nullable: true },
+    useCount: { type: "integer", default: 0 },
   },
 });
 

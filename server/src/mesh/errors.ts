@@ -7,6 +7,7 @@ export const MESH_ERRORS = {
   MESH_TOKEN_EXPIRED: { code: Code.Unauthenticated, message: "Join token expired at {expiresAt}. Create a new one with `dstack fleet join-token FLEET`." },
   MESH_TOKEN_REVOKED: { code: Code.Unauthenticated, message: "Join token was revoked. Create a new one with `dstack fleet join-token FLEET`." },
   MESH_TOKEN_USED: { code: Code.Unauthenticated, message: "Join token was already used at {usedAt}; one-time tokens enroll a single agent. Create a new one, or a reusable one for many hosts." },
+  MESH_TOKEN_USED_UP: { code: Code.Unauthenticated, message: "Join token is used up: it allowed {maxUses} enrollment(s), the last at {usedAt}. Create a new one with `dstack fleet join-token FLEET --max-uses N`." },
   MESH_TOKEN_KIND: { code: Code.PermissionDenied, message: "Join token is for a {expected}, but a {actual} tried to enroll with it." },
   MESH_BAD_CSR: { code: Code.InvalidArgument, message: "{reason}. Send a PEM PKCS#10 request signed by an ECDSA P-256 or Ed25519 key." },
   MESH_NO_CLIENT_CERT: { code: Code.Unauthenticated, message: "This call needs a client certificate; enroll first with a join token." },

@@ -1,11 +1,13 @@
 // Fleets and their instances. A fleet is a record of the user's FleetConfig; its instances
 // appear when a host joins (`registerInstance`, called by the mesh when a shim enrolls, and
-// by tests to simulate hosts). Deleting a fleet with running jobs is refused.
+// by tests to simulate hosts) with a join token issued here (`createJoinToken`). Deleting a
+// fleet with running jobs is refused; deleting one revokes its join tokens.
 import type { FleetConfig } from "@dstack/proto";
 import { FleetStatus, InstanceStatus, JobStatus } from "../domain/enums.js";
 import { withTransaction, type Em, type Orm } from "../db/database.js";
 import { Fleet, Instance, Job, Project, build } from "../db/entities.js";
 import { err } from "../errors.js";
+import { JoinTokens, revokeFleetTokens } from "../mesh/join-tokens.js";
 import type { EventBus } from "../scheduler/events.js";
 import type { Clock } from "../scheduler/clock.js";
 import { checkName, tombstoneName } from "./names.js";
@@ -45,6 +47,32 @@ export interface FleetView {
   instances: InstanceView[];
 }
 
+/** A fleet join token, and what a host needs besides it to join. */
+export interface FleetJoinTokenView {
+  /** The secret; shown once. */
+  token: string;
+  expiresAt: Date;
+  /** Hosts that may join with it. */
+  maxUses: number;
+  /** Where hosts dial (the server's agent URL). */
+  agentUrl: string;
+  caFingerprintSha256: string;
+  /** A command line for the host: `dstack-shim join --server … --token … --ca-sha256 …`. */
+  installCommand: string;
+}
+
+/** What the server tells hosts to dial and pin; the API layer knows both. */
+export interface AgentEndpoint {
+  agentUrl: string;
+  caFingerprintSha256: string;
+}
+
+/** Fleet join tokens live 1 h unless asked otherwise, and at most a year. */
+export const DEFAULT_FLEET_TOKEN_TTL_MS = 3600_000;
+export const MAX_FLEET_TOKEN_TTL_MS = 365 * 24 * 3600_000;
+
+const shellWord = (w: string) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'"'"'`)}'`);
+
 /** Name of the embedded fleet that stands for the server's own machine. */
 export const LOCAL_FLEET_NAME = "local";
 
@@ -80,12 +108,16 @@ function checkHost(fleet: string, h: HostInfo): void {
 }
 
 export class FleetsService {
+  private readonly joinTokens: JoinTokens;
+
   constructor(
     private readonly orm: Orm,
     private readonly projects: ProjectsService,
     private readonly bus: EventBus,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    this.joinTokens = new JoinTokens(orm);
+  }
 
   /** Creates the fleet, or updates the spec of the live fleet of the same name. */
   async apply(actor: Principal, projectName: string, config: FleetConfig, name = config.name): Promise<FleetView> {
@@ -125,7 +157,33 @@ export class FleetsService {
     return this.view(em, fleet, project.name);
   }
 
-  /** Deletes fleets (and terminates their instances); refused while jobs run on them. */
+  /**
+   * A token hosts join the live fleet `fleetName` with (project managers and admins): reusable
+   * by up to `maxUses` hosts (default 1) until it expires (default 1 h) or the fleet is deleted.
+   */
+  async createJoinToken(
+    actor: Principal,
+    projectName: string,
+    fleetName: string,
+    opts: { ttlMs?: number; maxUses?: number },
+    endpoint: AgentEndpoint,
+  ): Promise<FleetJoinTokenView> {
+    const bad = (reason: string) => err("DSTACK_BAD_JOIN_TOKEN_REQUEST", { reason });
+    const ttlMs = opts.ttlMs ?? DEFAULT_FLEET_TOKEN_TTL_MS;
+    if (!Number.isFinite(ttlMs) || ttlMs < 1000) throw bad("the TTL must be at least 1 second");
+    if (ttlMs > MAX_FLEET_TOKEN_TTL_MS) throw bad("the TTL must be at most 365 days");
+    const maxUses = opts.maxUses || 1;
+    if (!Number.isInteger(maxUses) || maxUses < 1) throw bad("max uses must be a positive integer");
+    const em = this.orm.em.fork();
+    const { project } = await this.projects.authorize(em, actor, projectName, "fleets.join-token");
+    const fleet = await em.findOne(Fleet, { project: project.id, name: fleetName, deleted: false }, { fields: ["id"] });
+    if (!fleet) throw err("DSTACK_FLEET_NOT_FOUND", { fleet: fleetName, project: projectName });
+    const { token, expiresAt } = await this.joinTokens.create({ projectId: project.id, fleetId: fleet.id, kind: "shim", reusable: true, maxUses, ttlMs });
+    const installCommand = ["dstack-shim", "join", "--server", endpoint.agentUrl, "--token", token, "--ca-sha256", endpoint.caFingerprintSha256].map(shellWord).join(" ");
+    return { token, expiresAt, maxUses, agentUrl: endpoint.agentUrl, caFingerprintSha256: endpoint.caFingerprintSha256, installCommand };
+  }
+
+  /** Deletes fleets (and terminates their instances, and revokes their join tokens); refused while jobs run on them. */
   async delete(actor: Principal, projectName: string, names: readonly string[]): Promise<void> {
     const events: { id: string; projectId: string }[] = [];
     await withTransaction(this.orm, async (em) => {
@@ -138,6 +196,7 @@ export class FleetsService {
         fleet.deleted = true;
         fleet.status = FleetStatus.TERMINATED;
         fleet.name = tombstoneName(fleet.name, fleet.id);
+        await revokeFleetTokens(em, fleet.id);
         for (const i of await em.find(Instance, { fleet: fleet.id, deleted: false })) {
           i.status = InstanceStatus.TERMINATED;
           i.deleted = true;

@@ -5,10 +5,12 @@ import { Migration20261123152157_initial as M20261123152157_initial } from "./Mi
 import { Migration20261123161202_runs_scheduler as M20261123161202_runs_scheduler } from "./Migration20261123161202_runs_scheduler.js";
 import { Migration20261123165748_user_public_keys as M20261123165748_user_public_keys } from "./Migration20261123165748_user_public_keys.js";
 import { Migration20261123193115_instance_remote_connection as M20261123193115_instance_remote_connection } from "./Migration20261123193115_instance_remote_connection.js";
+import { Migration20261123194157_join_token_uses as M20261123194157_join_token_uses } from "./Migration20261123194157_join_token_uses.js";
 
 export const migrations: MigrationObject[] = [
   { name: "Migration20261123152157_initial", class: M20261123152157_initial },
   { name: "Migration20261123161202_runs_scheduler", class: M20261123161202_runs_scheduler },
   { name: "Migration20261123165748_user_public_keys", class: M20261123165748_user_public_keys },
   { name: "Migration20261123193115_instance_remote_connection", class: M20261123193115_instance_remote_connection },
+  { name: "Migration20261123194157_join_token_uses", class: M20261123194157_join_token_uses },
 ];
