@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Client } from "../../cli/src/index.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { localFleetReady, startTestServer, type TestServer } from "../helpers/server.js";
 
 const REPO = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const CLI = join(REPO, "cli", "bin", "dstack.js");
@@ -55,16 +55,7 @@ async function waitFinished(client: Client, name: string): Promise<void> {
 async function main(): Promise<void> {
   const server: TestServer & { where: { home: string; cleanup(): Promise<void> } } = await startTestServer("sqlite", { localFleet: true, timeoutMs: 60_000 });
   try {
-    await new Promise<void>((ok, fail) => {
-      const t = setTimeout(() => fail(new Error("the local fleet did not come up")), 60_000);
-      const check = setInterval(() => {
-        if (server.stdout().includes("The local fleet is ready")) {
-          clearTimeout(t);
-          clearInterval(check);
-          ok();
-        }
-      }, 50);
-    });
+    await localFleetReady(server);
     const env = { ...process.env, HOME: server.where.home, DSTACK_SERVER_URL: server.url, DSTACK_TOKEN: server.adminToken, DSTACK_PROJECT: "main" };
     const client = new Client({ serverUrl: server.url, token: server.adminToken, project: "main" });
     const work = mkdtempSync(join(tmpdir(), "dstack-bench-"));

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Client } from "../../cli/src/index.js";
 import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
-import { startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { localFleetReady, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { dstack, startCli, waitForOutput, type CliRun } from "./run-cli.js";
 
 const SLOW = 240_000;
@@ -34,15 +34,7 @@ beforeEach(async () => {
 beforeAll(async () => {
   await requireTestImages([TEST_IMAGES.busybox]);
   server = await startTestServer("sqlite", { localFleet: true });
-  // The fleet is usable once the host agent has joined and reported the machine.
-  await new Promise<void>((ok, fail) => {
-    const check = () => {
-      if (server.stdout().includes("The local fleet is ready")) ok();
-    };
-    server.process.stdout!.on("data", check);
-    server.process.once("exit", () => fail(new Error(`the server exited:\n${server.stderr()}`)));
-    check();
-  });
+  await localFleetReady(server);
   work = await mkdtemp(join(tmpdir(), "dstack-cli-local-"));
   cli = { home: server.where.home };
   client = Client.fromConfig({ env: { HOME: server.where.home } });

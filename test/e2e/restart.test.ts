@@ -12,7 +12,7 @@ import { Client } from "../../cli/src/index.js";
 import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { dstack, startCli, waitForOutput, type CliRun } from "../cli/run-cli.js";
 import { TEST_IMAGES, docker, requireTestImages } from "../helpers/docker.js";
-import { createServerEnv, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { createServerEnv, startServer, type ServerEnv, type TestServer, localFleetReady } from "../helpers/server.js";
 
 const SLOW = 240_000;
 const LINES = 120;
@@ -30,17 +30,6 @@ async function runContainers(): Promise<string[]> {
   return all.map((c) => c.Id);
 }
 
-/** Resolves once the server says its local fleet (this machine's host agent) reported in. */
-function localFleetReady(s: TestServer): Promise<void> {
-  return new Promise<void>((ok, fail) => {
-    const check = () => {
-      if (s.stdout().includes("The local fleet is ready")) ok();
-    };
-    s.process.stdout!.on("data", check);
-    s.process.once("exit", () => fail(new Error(`the server exited:\n${s.stderr()}`)));
-    check();
-  });
-}
 
 beforeEach(async () => {
   await requireTestImages([TEST_IMAGES.busybox]);

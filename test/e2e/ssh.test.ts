@@ -18,7 +18,7 @@ import { UserService } from "@dstack/proto/api";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { DSTACK_BIN, dstack, startCli, waitForOutput, type CliRun } from "../cli/run-cli.js";
 import { TEST_IMAGES, docker, requireTestImages } from "../helpers/docker.js";
-import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { freePort, localFleetReady, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 
 const exec = promisify(execFile);
 const SLOW = 240_000;
@@ -112,14 +112,7 @@ beforeEach(async () => {
 beforeAll(async () => {
   await requireTestImages([TEST_IMAGES.busybox]);
   server = await startTestServer("sqlite", { localFleet: true });
-  await new Promise<void>((ok, fail) => {
-    const check = () => {
-      if (server.stdout().includes("The local fleet is ready")) ok();
-    };
-    server.process.stdout!.on("data", check);
-    server.process.once("exit", () => fail(new Error(`the server exited:\n${server.stderr()}`)));
-    check();
-  });
+  await localFleetReady(server);
   home = server.where.home;
   cli = { home };
   sshConfig = join(home, ".dstack", "ssh", "config");

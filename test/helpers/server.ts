@@ -175,3 +175,15 @@ export async function startTestServer(dialect: Dialect = "sqlite", opts: Paramet
     },
   };
 }
+
+/** Resolves once the server says its local fleet (this machine's host agent) reported in. */
+export function localFleetReady(s: TestServer): Promise<void> {
+  return new Promise<void>((ok, fail) => {
+    const check = () => {
+      if (s.stdout().includes("The local fleet is ready")) ok();
+    };
+    s.process.stdout!.on("data", check);
+    s.process.once("exit", () => fail(new Error(`the server exited:\n${s.stderr()}`)));
+    check();
+  });
+}
