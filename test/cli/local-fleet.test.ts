@@ -66,7 +66,8 @@ describe("dstack apply on the local fleet", () => {
       expect(r.code).toBe(3);
 
       const ps = await dstack(["ps", "-a"], cli);
-      expect(ps.stdout).toMatch(/^ local-code\s+local\s+\S+\s+\$0\s+exited \(3\)\s+/m);
+      // RESOURCES: the job's block of this machine (`blocks: auto` = one CPU each), disk shared.
+      expect(ps.stdout).toMatch(/^ local-code\s+local\s+cpu=1 mem=[\d.]+GB disk=[\d.]+GB\s+\$0\s+exited \(3\)\s+/m);
     },
     SLOW,
   );

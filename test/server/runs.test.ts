@@ -26,6 +26,7 @@ import { createServices } from "../../server/src/services/index.js";
 import type { InstanceView } from "../../server/src/services/fleets.js";
 import { loadSettings } from "../../server/src/settings.js";
 import { createServerEnv, DIALECTS, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { dstack } from "../cli/run-cli.js";
 
 const exec = promisify(execFile);
 
@@ -183,9 +184,17 @@ describe.each(DIALECTS)("runs through the public API on %s", (dialect) => {
     expect(sub.jobProvisioningData).toMatchObject({ instanceId: instance.id, instanceName: "a100-fleet-0", fleetName: "a100-fleet" });
     expect(sub.jobRuntimeData?.blocks).toBe(1);
     expect(placed.fleetName).toBe("a100-fleet");
+    // The job's share of the host: one of two blocks (half the CPUs and memory, one GPU, the disk).
+    const share = sub.jobProvisioningData?.instanceType?.resources;
+    expect([share?.cpus, share?.memoryMib, share?.diskMib, share?.gpus.map((g) => [g.name, g.memoryMib])]).toEqual([4, 16n * 1024n, 200n * 1024n, [["A100", 80n * 1024n]]]);
+    expect([placed.statusMessage, sub.statusMessage]).toEqual(["provisioning", "provisioning"]);
 
     const { runs: listed } = await runs.listRuns({ projectName: "main" }, admin);
     expect(listed.map((r) => [r.runSpec?.runName, r.status, r.latestJobSubmission?.jobProvisioningData?.instanceName])).toEqual([["a100-task", RunStatus.PROVISIONING, "a100-fleet-0"]]);
+    expect([listed[0]!.statusMessage, listed[0]!.latestJobSubmission?.jobProvisioningData?.instanceType?.resources?.cpus]).toEqual(["provisioning", 4]);
+    // What `dstack ps` makes of it: the share as RESOURCES, the server's words as STATUS.
+    const ps = await dstack(["ps"], { home: where.home });
+    expect(ps.stdout).toMatch(/^ a100-task\s+ssh\s+cpu=4 mem=16GB disk=200GB gpu=A100:80GB:1\s+\$0\s+provisioning\s/m);
     const { instances: list } = await instances.listInstances({ projectNames: ["main"] }, admin);
     expect(list.map((i) => [i.name, i.status, i.busyBlocks])).toEqual([["a100-fleet-0", InstanceStatus.BUSY, 1]]);
   });
@@ -197,6 +206,7 @@ describe.each(DIALECTS)("runs through the public API on %s", (dialect) => {
     const sub = failed.latestJobSubmission!;
     expect([sub.status, sub.terminationReason, sub.terminationReasonMessage]).toEqual([JobStatus.FAILED, JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY, "No matching fleet found"]);
     expect(sub.jobProvisioningData).toBeUndefined();
+    expect([failed.statusMessage, sub.statusMessage]).toEqual(["no fleets", "no fleets"]);
   });
 
   it("refuses to delete an active run", async () => {
@@ -217,6 +227,9 @@ describe.each(DIALECTS)("runs through the public API on %s", (dialect) => {
     const sub = done.latestJobSubmission!;
     expect([sub.status, sub.terminationReason]).toEqual([JobStatus.ABORTED, JobTerminationReason.ABORTED_BY_USER]);
     expect(sub.finishedAt).toBeDefined();
+    expect([done.statusMessage, sub.statusMessage]).toEqual(["aborted", "aborted"]);
+    // A finished job keeps showing the share it had.
+    expect(sub.jobProvisioningData?.instanceType?.resources?.cpus).toBe(4);
     const { instances: list } = await instances.listInstances({ projectNames: ["main"] }, admin);
     expect(list.map((i) => [i.name, i.status, i.busyBlocks])).toEqual([["a100-fleet-0", InstanceStatus.IDLE, 0]]);
   });
@@ -266,5 +279,22 @@ describe.each(DIALECTS)("runs through the public API on %s", (dialect) => {
     expect(empty.body.runs ?? []).toEqual([]);
     const missing = await curl(server.url, "RunService/StopRuns", { projectName: "main", runNames: ["curl-task"] }, t);
     expect(missing).toMatchObject({ status: 404, body: { code: "not_found" } });
+  });
+
+  it("says 'retrying' while a run that found no capacity waits for its retry, and 'stopped' once stopped", async () => {
+    const configuration = toProtoConfiguration(
+      parseConfiguration(`type: task\ncommands: [nvidia-smi]\nresources: {gpu: "H100:1"}\nretry: {on_events: [no-capacity], duration: 1h}\n`, ".dstack.yml"),
+    );
+    const { run } = await runs.applyRun({ projectName: "main", runSpec: { runName: "retry-task", configuration } }, admin);
+    const waiting = await until(run!.id, (r) => r.status === RunStatus.PENDING, "retry-task to wait for its retry");
+    expect(waiting.statusMessage).toBe("retrying");
+    expect(waiting.latestJobSubmission?.statusMessage).toBe("no fleets");
+    const listed = (await runs.listRuns({ projectName: "main" }, admin)).runs.find((r) => r.id === run!.id);
+    expect(listed?.statusMessage).toBe("retrying");
+
+    await runs.stopRuns({ projectName: "main", runNames: ["retry-task"] }, admin);
+    const stopped = await until(run!.id, (r) => r.status === RunStatus.TERMINATED, "retry-task to be stopped");
+    expect(stopped.statusMessage).toBe("stopped");
+    await runs.deleteRuns({ projectName: "main", runNames: ["retry-task"] }, admin);
   });
 });

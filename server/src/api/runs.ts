@@ -142,6 +142,12 @@ function jobSpecMessage(j: StoredJobSpec) {
   });
 }
 
+/** The job's share of the host as placement recorded it (`resources`); none for older rows. */
+function placedResources(pd: Record<string, unknown>) {
+  const r = pd.resources as InstanceResources | undefined;
+  return r && typeof r.cpus === "number" && Array.isArray(r.gpus) ? resourcesMessage(r) : undefined;
+}
+
 function submissionMessage(s: JobSubmissionView) {
   const pd = s.provisioningData as Record<string, string | number> | null;
   return create(JobSubmissionSchema, {
@@ -151,12 +157,14 @@ function submissionMessage(s: JobSubmissionView) {
     lastProcessedAt: ts(s.lastProcessedAt),
     finishedAt: ts(s.finishedAt),
     status: s.status,
+    statusMessage: s.statusMessage,
     terminationReason: s.terminationReason ?? 0,
     terminationReasonMessage: s.terminationReasonMessage ?? "",
     ...(s.exitStatus !== null ? { exitStatus: s.exitStatus } : {}),
     jobProvisioningData: pd
       ? create(JobProvisioningDataSchema, {
           backend: backendEnum(String(pd.backend ?? "remote")),
+          instanceType: { name: "", resources: placedResources(pd) },
           instanceId: String(pd.instanceId ?? ""),
           instanceName: String(pd.instanceName ?? ""),
           fleetName: String(pd.fleetName ?? ""),
@@ -180,6 +188,7 @@ export function runMessage(r: RunView): Run {
     submittedAt: ts(r.submittedAt),
     lastProcessedAt: ts(r.lastProcessedAt),
     status: r.status,
+    statusMessage: r.statusMessage,
     terminationReason: r.terminationReason ?? 0,
     runSpec: runSpecMessage(r.runSpec),
     jobs: r.jobs.map((j) => create(JobSchema, { jobSpec: jobSpecMessage(j.spec), jobSubmissions: j.submissions.map(submissionMessage) })),

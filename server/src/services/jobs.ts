@@ -10,9 +10,10 @@ import { CodeBlob, Instance, Job, Run, build } from "../db/entities.js";
 import { err } from "../errors.js";
 import type { Clock } from "../scheduler/clock.js";
 import type { DomainEvent, EventBus } from "../scheduler/events.js";
-import { blocksNeeded, type HostInfo } from "./offers.js";
+import { blockResources, blocksNeeded, type HostInfo } from "./offers.js";
 import type { InstanceCandidate, OffersService } from "./offers.js";
 import { DEFAULT_IMAGE, type StoredJobSpec } from "./runs.js";
+import { NO_FLEET_MESSAGE } from "./status-messages.js";
 import {
   assertJobTransition,
   assertRunTransition,
@@ -211,6 +212,9 @@ export class JobsService {
         hostname: host.hostname ?? "",
         internalIp: host.internalIp ?? "",
         blocks: k,
+        totalBlocks: instance.totalBlocks,
+        // The job's share of the host, as placed (what `dstack ps` shows as RESOURCES).
+        resources: blockResources(host, instance.totalBlocks, k),
       };
       // No instance event here: a claim adds no capacity, and waking every waiting job on each
       // claim would make placing N jobs cost O(N²).
@@ -225,7 +229,7 @@ export class JobsService {
       }
     }
     if (couldEverFit) return NONE; // a release or a new host wakes us
-    this.terminate(job, JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY, now, now, events, run, "No matching fleet found");
+    this.terminate(job, JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY, now, now, events, run, NO_FLEET_MESSAGE);
     await this.finalize(em, job, run, now, events);
     return NONE;
   }

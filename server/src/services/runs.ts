@@ -13,6 +13,7 @@ import { isRunFinished, resolveRetryPolicy, type RetryPolicy } from "./state-mac
 import type { OffersService, OfferView } from "./offers.js";
 import { offersFrom } from "./offers.js";
 import type { ProjectsService } from "./projects.js";
+import { jobStatusMessage, runStatusMessage, type RunJobStatus } from "./status-messages.js";
 import type { Principal } from "./users.js";
 
 /** What a client submits (the RunSpec message, with the configuration already normalized). */
@@ -121,6 +122,8 @@ export interface JobSubmissionView {
   instanceId: string | null;
   blocks: number;
   provisioningData: Record<string, unknown> | null;
+  /** What `dstack ps` shows as the status, e.g. "exited (3)" (status-messages.ts). */
+  statusMessage: string;
 }
 
 export interface JobView {
@@ -143,6 +146,8 @@ export interface RunView {
   latestJobSubmission: JobSubmissionView | null;
   deleted: boolean;
   priority: number;
+  /** What `dstack ps` shows as the status, e.g. "retrying", "pulling", "stopped" (status-messages.ts). */
+  statusMessage: string;
 }
 
 export interface RunPlanView {
@@ -292,6 +297,7 @@ export function submissionView(j: Job): JobSubmissionView {
     instanceId: j.instance?.id ?? null,
     blocks: j.blocks,
     provisioningData: j.provisioningData,
+    statusMessage: jobStatusMessage(j),
   };
 }
 
@@ -393,6 +399,7 @@ export class RunsService {
         latestJobSubmission: created.length ? submissionView(created[created.length - 1]!) : null,
         deleted: false,
         priority: run.priority,
+        statusMessage: runStatusMessage(run, [], null),
       } satisfies RunView;
     });
     this.bus.publish(events);
@@ -452,7 +459,8 @@ export class RunsService {
     const users = await names(User, rows.map((r) => String(r.user_id)));
     const projects = await names(Project, rows.map((r) => String(r.project_id)));
     const byRun = new Map<string, JobSubmissionView[]>();
-    const specs = new Map<string, StoredJobSpec>();
+    // Per run, its jobs by (replica, job): submissions in order and the latest spec (raw until read).
+    const jobsOf = new Map<string, Map<string, { submissions: JobSubmissionView[]; specRaw: unknown }>>();
     for (const j of jobRows) {
       const v: JobSubmissionView = {
         id: j.id,
@@ -467,31 +475,34 @@ export class RunsService {
         instanceId: (j.instance_id as string | null) ?? null,
         blocks: Number(j.blocks),
         provisioningData: (json(j.provisioning_data) as Record<string, unknown> | null) ?? null,
+        statusMessage: "",
       };
+      v.statusMessage = jobStatusMessage(v);
       const runId = String(j.run_id);
       byRun.set(runId, [...(byRun.get(runId) ?? []), v]);
-      if (includeJobs) specs.set(`${runId}/${String(j.replica_num)}/${String(j.job_num)}`, json(j.job_spec) as StoredJobSpec);
+      const perRun = jobsOf.get(runId) ?? new Map<string, { submissions: JobSubmissionView[]; specRaw: unknown }>();
+      jobsOf.set(runId, perRun);
+      const key = `${String(j.replica_num)}/${String(j.job_num)}`;
+      const job = perRun.get(key) ?? { submissions: [], specRaw: null };
+      perRun.set(key, job);
+      job.submissions.push(v);
+      job.specRaw = j.job_spec;
     }
     return rows.map((r) => {
       const subs = byRun.get(r.id) ?? [];
       const latest = subs.length ? subs.reduce((a, b) => (b.submittedAt > a.submittedAt || (b.submittedAt.getTime() === a.submittedAt.getTime() && b.submissionNum > a.submissionNum) ? b : a)) : null;
-      const jobs: JobView[] = [];
-      if (includeJobs) {
-        const grouped = new Map<string, JobSubmissionView[]>();
-        for (const [i, sv] of subs.entries()) {
-          const jr = jobRows.filter((x) => x.run_id === r.id)[i]!;
-          const k = `${r.id}/${String(jr.replica_num)}/${String(jr.job_num)}`;
-          grouped.set(k, [...(grouped.get(k) ?? []), sv]);
-        }
-        for (const [k, list] of grouped) jobs.push({ spec: specs.get(k)!, submissions: list });
-      }
+      const runJobs = [...(jobsOf.get(r.id)?.values() ?? [])];
+      const jobs: JobView[] = includeJobs ? runJobs.map((j) => ({ spec: json(j.specRaw) as StoredJobSpec, submissions: j.submissions })) : [];
+      const status = enumValue(RunStatus, String(r.status)) as RunStatus;
+      const terminationReason = r.termination_reason ? (enumValue(RunTerminationReason, String(r.termination_reason)) ?? null) : null;
+      const forMessage: RunJobStatus[] = runJobs.map((j) => ({ submissions: j.submissions, retry: () => (json(j.specRaw) as StoredJobSpec | null)?.retry ?? null }));
       return {
         id: r.id,
         projectName: projects.get(String(r.project_id)) ?? "",
         user: users.get(String(r.user_id)) ?? "",
         runName: String(r.run_name),
-        status: enumValue(RunStatus, String(r.status)) as RunStatus,
-        terminationReason: r.termination_reason ? (enumValue(RunTerminationReason, String(r.termination_reason)) ?? null) : null,
+        status,
+        terminationReason,
         submittedAt: date(r.submitted_at)!,
         lastProcessedAt: date(r.last_processed_at)!,
         finishedAt: date(r.finished_at),
@@ -500,6 +511,7 @@ export class RunsService {
         latestJobSubmission: latest,
         deleted: Boolean(r.deleted),
         priority: Number(r.priority),
+        statusMessage: runStatusMessage({ status, terminationReason }, forMessage, latest),
       };
     });
   }
@@ -630,6 +642,7 @@ export class RunsService {
       for (const j of mine) grouped.set(`${j.replicaNum}/${j.jobNum}`, [...(grouped.get(`${j.replicaNum}/${j.jobNum}`) ?? []), j]);
       const jobViews = [...grouped.values()].map((subs) => ({ spec: subs[subs.length - 1]!.jobSpec as unknown as StoredJobSpec, submissions: subs.map(submissionView) }));
       const latest = mine.length ? mine.reduce((a, b) => (b.submittedAt > a.submittedAt || (b.submittedAt.getTime() === a.submittedAt.getTime() && b.submissionNum > a.submissionNum) ? b : a)) : null;
+      const latestView = latest ? submissionView(latest) : null;
       return {
         id: run.id,
         projectName: projectName ?? (run.project.isInitialized() ? run.project.getEntity().name : projectNames.get(run.project.id) ?? ""),
@@ -642,9 +655,10 @@ export class RunsService {
         finishedAt: run.finishedAt,
         runSpec: run.runSpec as unknown as RunSpecInput & { runName: string },
         jobs: includeJobs ? jobViews : [],
-        latestJobSubmission: latest ? submissionView(latest) : null,
+        latestJobSubmission: latestView,
         deleted: run.deleted,
         priority: run.priority,
+        statusMessage: runStatusMessage(run, jobViews.map((j) => ({ submissions: j.submissions, retry: () => j.spec.retry ?? null })), latestView),
       };
     });
   }
