@@ -7,6 +7,7 @@ import { registerDelete } from "./commands/delete.js";
 import { registerFleet } from "./commands/fleet.js";
 import { registerInit } from "./commands/init.js";
 import { registerLogs } from "./commands/logs.js";
+import { registerMetrics } from "./commands/metrics.js";
 import { registerOffer } from "./commands/offer.js";
 import { registerProject } from "./commands/project.js";
 import { registerPs } from "./commands/ps.js";
@@ -44,6 +45,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void = () => 
   registerAttach(program, io, setExit);
   registerPs(program, io);
   registerLogs(program, io);
+  registerMetrics(program, io);
   registerStop(program, io);
   registerDelete(program, io);
   registerFleet(program, io);

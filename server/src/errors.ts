@@ -92,10 +92,14 @@ export const ERRORS = {
   },
   DSTACK_CODE_HASH_MISMATCH: { status: "InvalidArgument", message: "The blob's SHA-256 is {actual}, not the declared {declared}." },
   DSTACK_JOB_NOT_FOUND: { status: "NotFound", message: "Job submission '{job}' does not exist." },
-  // tunnels (ssh, port forwards)
+  // tunnels (ssh, port forwards), metrics: things that reach a running job
   DSTACK_RUN_NOT_RUNNING: {
     status: "FailedPrecondition",
-    message: "Run '{run}' is {status}; ssh and port forwarding need it running. Check it with `dstack ps`, and wait or re-submit it with `dstack apply`.",
+    message: "Run '{run}' is {status}; {need} it running. Check it with `dstack ps`, and wait or re-submit it with `dstack apply`.",
+  },
+  DSTACK_RUNNER_UNREACHABLE: {
+    status: "Unavailable",
+    message: "Cannot read metrics of run '{run}': {reason}. Try again in a few seconds; if it persists, check the run with `dstack ps` and `dstack logs`.",
   },
   DSTACK_TUNNEL_FAILED: {
     status: "Unavailable",

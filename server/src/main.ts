@@ -155,6 +155,7 @@ export async function main(argv: string[]): Promise<number> {
     mesh = await createMeshServer({ settings, orm, data: meshDataHooks(orm, services), serverNames: [agentHost] });
     await mesh.listen(settings.agentPort, settings.host);
     services.tunnels.useOpener(mesh.tunnels); // `ssh <run>` and port forwards ride tunnels the shims dial in
+    services.metrics.useRunners(mesh.links); // `dstack metrics` asks runners over their links
     app = await createApp({ settings, orm, services, shutdownTimeoutMs: SHUTDOWN_GRACE_MS, caFingerprintSha256: mesh.caFingerprint });
     app.log.info({ home: settings.homeDir, database: settings.database.dialect, encryptionKey: settings.encryptionKeySource }, "dstack server starting");
     await app.listen({ host: settings.host, port: settings.port });

@@ -19,6 +19,7 @@ import {
   JobStatus,
   LogEventSource,
   LogService,
+  MetricsService,
   OfferService,
   ProjectService,
   RepoType,
@@ -33,6 +34,7 @@ import {
   type Fleet,
   type Gateway,
   type Volume,
+  type GetJobMetricsResponse,
   type GetServerInfoResponse,
   type JobSubmission,
   type ListOffersResponse,
@@ -172,6 +174,7 @@ export class Client {
 class Rpc {
   readonly runs: ConnectClient<typeof RunService>;
   readonly logs: ConnectClient<typeof LogService>;
+  readonly metrics: ConnectClient<typeof MetricsService>;
   readonly fleets: ConnectClient<typeof FleetService>;
   readonly secrets: ConnectClient<typeof SecretService>;
   readonly projects: ConnectClient<typeof ProjectService>;
@@ -187,6 +190,7 @@ class Rpc {
   ) {
     this.runs = createClient(RunService, transport);
     this.logs = createClient(LogService, transport);
+    this.metrics = createClient(MetricsService, transport);
     this.fleets = createClient(FleetService, transport);
     this.secrets = createClient(SecretService, transport);
     this.projects = createClient(ProjectService, transport);
@@ -305,6 +309,16 @@ export class RunsApi {
     const res = await this.rpc.call("GetRun", () => this.rpc.runs.getRun({ projectName: this.client.project, run: { case: "runName", value: name } }));
     if (!res.run) throw new DstackError("not_found", `Run '${name}' does not exist in project '${this.client.project}'.`);
     return res.run;
+  }
+
+  /**
+   * A running job's live CPU, memory and GPU usage (`dstack metrics`): samples newest first, CPU in
+   * percent of one CPU. Fails if the run is not running.
+   */
+  async metrics(name: string, opts: { replica?: number; job?: number } = {}): Promise<GetJobMetricsResponse> {
+    return this.rpc.call("GetJobMetrics", () =>
+      this.rpc.metrics.getJobMetrics({ projectName: this.client.project, runName: name, replicaNum: opts.replica ?? 0, jobNum: opts.job ?? 0 }),
+    );
   }
 
   /** Stops runs: gracefully, or at once with `abort`. Returns when the server accepted it, not when they stopped. */

@@ -5,7 +5,7 @@
 // below. Auth and error mapping are already done for you by interceptors.ts; read the caller
 // with `caller(ctx)` from context.ts. Methods left out answer Unimplemented.
 import type { ConnectRouter } from "@connectrpc/connect";
-import { FleetService, InstanceService, LogService, OfferService, ProjectService, RunService, SecretService, ServerService, TunnelService, UserService } from "@dstack/proto/api";
+import { FleetService, InstanceService, LogService, MetricsService, OfferService, ProjectService, RunService, SecretService, ServerService, TunnelService, UserService } from "@dstack/proto/api";
 import type { HandlerDeps } from "./deps.js";
 import { projectHandlers } from "./projects.js";
 import { secretHandlers } from "./secrets.js";
@@ -14,6 +14,7 @@ import { userHandlers } from "./users.js";
 import { fleetHandlers } from "./fleets.js";
 import { instanceHandlers } from "./instances.js";
 import { logHandlers } from "./logs.js";
+import { metricsHandlers } from "./metrics.js";
 import { offerHandlers } from "./offers.js";
 import { runHandlers } from "./runs.js";
 import { tunnelHandlers } from "./tunnels.js";
@@ -29,6 +30,7 @@ export function registerRoutes(deps: HandlerDeps): (router: ConnectRouter) => vo
     router.service(FleetService, fleetHandlers(deps));
     router.service(InstanceService, instanceHandlers(deps));
     router.service(OfferService, offerHandlers(deps));
+    router.service(MetricsService, metricsHandlers(deps));
     // Tunnel bytes are SSH (encrypted) or the user's own: never gzip them.
     router.service(TunnelService, tunnelHandlers(deps), { acceptCompression: [] });
   };

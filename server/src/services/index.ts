@@ -16,6 +16,7 @@ import { LogsService } from "./logs.js";
 import { OffersService } from "./offers.js";
 import { RunsService } from "./runs.js";
 import { TunnelsService } from "./tunnels.js";
+import { MetricsService } from "./metrics.js";
 import { SshFleetsService } from "./ssh-fleets.js";
 
 export interface Services {
@@ -31,6 +32,8 @@ export interface Services {
   code: CodeService;
   /** Tunnels to running jobs (ssh, port forwards); the agent port's broker is plugged in with `useOpener`. */
   tunnels: TunnelsService;
+  /** Live CPU/memory/GPU usage of running jobs (`dstack metrics`); the runner links are plugged in with `useRunners`. */
+  metrics: MetricsService;
   /** SSH fleet hosts' instances and provisioning state (backends/ssh does the SSH work). */
   sshFleets: SshFleetsService;
   /** Services publish here after each commit; the scheduler and watchers listen. */
@@ -65,8 +68,9 @@ export function createServices(orm: Orm, settings: Settings, opts: ServiceOption
   const logs = new LogsService(orm, projects, bus, settings.homeDir);
   const code = new CodeService(orm, projects, opts.codeUploadLimit ?? envCodeLimit());
   const tunnels = new TunnelsService(orm, projects);
+  const metrics = new MetricsService(tunnels);
   const sshFleets = new SshFleetsService(orm, bus);
-  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, sshFleets, bus, clock };
+  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, metrics, sshFleets, bus, clock };
 }
 
 /** First-start work, safe to repeat: the admin user and the default project. */

@@ -6,6 +6,7 @@ import { JobStatus, enumName } from "../domain/enums.js";
 import type { Orm } from "../db/database.js";
 import { Instance, Job, Run } from "../db/entities.js";
 import { err } from "../errors.js";
+import type { ProjectOperation } from "../auth/permissions.js";
 import type { ProjectsService } from "./projects.js";
 import type { Principal } from "./users.js";
 
@@ -54,17 +55,23 @@ export class TunnelsService {
 
   /**
    * The running job a tunnel may reach: the caller must be a member of the project, the run must
-   * exist, and the latest submission of (replica, job) must be running on an instance.
+   * exist, and the latest submission of (replica, job) must be running on an instance. Other
+   * features that reach a running job (`dstack metrics`) share it: `use` names their permission and
+   * what the "not running" error says needs the run.
    */
-  async resolve(actor: Principal, r: Pick<RunTunnelRequest, "projectName" | "runName" | "replicaNum" | "jobNum">): Promise<TunnelEndpoint> {
+  async resolve(
+    actor: Principal,
+    r: Pick<RunTunnelRequest, "projectName" | "runName" | "replicaNum" | "jobNum">,
+    use: { operation: ProjectOperation; need: string } = { operation: "runs.apply", need: "ssh and port forwarding need" },
+  ): Promise<TunnelEndpoint> {
     const em = this.orm.em.fork();
-    const { project } = await this.projects.authorize(em, actor, r.projectName, "runs.apply");
+    const { project } = await this.projects.authorize(em, actor, r.projectName, use.operation);
     const run = await em.findOne(Run, { project: project.id, runName: r.runName, deleted: false }, { orderBy: { submittedAt: "desc" } });
     if (!run) throw err("DSTACK_RUN_NOT_FOUND", { run: r.runName, project: r.projectName });
     const job = await em.findOne(Job, { run: run.id, replicaNum: r.replicaNum, jobNum: r.jobNum }, { orderBy: { submissionNum: "desc" } });
     if (!job) throw err("DSTACK_JOB_NOT_FOUND", { job: `${r.runName} replica ${r.replicaNum} job ${r.jobNum}` });
     if (job.status !== JobStatus.RUNNING || !job.instance) {
-      throw err("DSTACK_RUN_NOT_RUNNING", { run: r.runName, status: enumName(JobStatus, job.status) });
+      throw err("DSTACK_RUN_NOT_RUNNING", { run: r.runName, status: enumName(JobStatus, job.status), need: use.need });
     }
     const instance = await em.findOne(Instance, { id: job.instance.id });
     return { runName: run.runName, jobSubmissionId: job.id, instanceId: job.instance.id, instanceName: instance?.name ?? job.instance.id };
