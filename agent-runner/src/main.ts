@@ -1,10 +1,11 @@
-// dstack-runner: the in-container agent. Enrolls once with the bootstrap (join token, agent URL,
-// CA pin), keeps its identity in its home, holds the runner link and runs the job it is sent.
+// dstack-runner: the in-container agent. Adopts the job identity the server issued ahead of time,
+// or else enrolls once with the bootstrap (join token, agent URL, CA pin); keeps its identity in
+// its home, holds the runner link and runs the job it is sent.
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { JobTerminationReason } from "@dstack/proto/api";
-import { agentTransport, enroll, IdentityStore } from "@dstack/proto/link";
-import { BOOTSTRAP_ENV, BootstrapError, readBootstrap } from "./bootstrap.js";
+import { agentTransport, enroll, fetchPinnedCa, IdentityStore } from "@dstack/proto/link";
+import { adoptIssuedIdentity, BOOTSTRAP_ENV, BootstrapError, readBootstrap, type Bootstrap } from "./bootstrap.js";
 import { Runner } from "./runner.js";
 import { RUNNER_VERSION } from "./version.js";
 
@@ -25,6 +26,9 @@ Bootstrap (first start only; the identity in DIR/identity is reused afterwards):
   DIR/bootstrap.json   {"joinToken": "...", "agentUrl": "https://host:3001", "caCertificatePem": "-----BEGIN…"}
   or the environment   ${BOOTSTRAP_ENV.token}, ${BOOTSTRAP_ENV.url}, ${BOOTSTRAP_ENV.caSha256}
                        (optional ${BOOTSTRAP_ENV.serverName}: TLS name to check)
+  A job identity issued by the server ("certificatePem" and "privateKeyPem" in bootstrap.json, or
+  ${BOOTSTRAP_ENV.certificatePem} and ${BOOTSTRAP_ENV.privateKeyPem}) is checked against the CA
+  and used as is: no enrollment, no join token needed.
 `;
 
 export interface ParsedArgs {
@@ -52,6 +56,20 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
 
 const say = (m: string) => process.stderr.write(`${new Date().toISOString()} dstack-runner: ${m}\n`);
 
+async function enrollWith(b: Bootstrap, identityDir: string): Promise<void> {
+  say(`enrolling at ${b.agentUrl} (bootstrap from ${b.source})`);
+  const id = await enroll({
+    serverUrl: b.agentUrl,
+    token: b.joinToken,
+    caSha256: b.caSha256,
+    kind: "runner",
+    home: identityDir,
+    servername: b.serverName,
+    identity: { hostname: hostname(), agentVersion: RUNNER_VERSION },
+  });
+  say(`enrolled as job submission ${id.agentId}`);
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   let args: ParsedArgs;
   try {
@@ -77,17 +95,19 @@ export async function main(argv: readonly string[]): Promise<number> {
         say(`no identity in ${identityDir} and no bootstrap: write ${join(args.home, "bootstrap.json")} or set ${BOOTSTRAP_ENV.token}, ${BOOTSTRAP_ENV.url} and ${BOOTSTRAP_ENV.caSha256}`);
         return 2;
       }
-      say(`enrolling at ${b.agentUrl} (bootstrap from ${b.source})`);
-      const id = await enroll({
-        serverUrl: b.agentUrl,
-        token: b.joinToken,
-        caSha256: b.caSha256,
-        kind: "runner",
-        home: identityDir,
-        servername: b.serverName,
-        identity: { hostname: hostname(), agentVersion: RUNNER_VERSION },
-      });
-      say(`enrolled as job submission ${id.agentId}`);
+      let adopted = false;
+      if (b.identity) {
+        try {
+          const caPem = b.identity.caPem ?? (await fetchPinnedCa(b.agentUrl, b.caSha256, b.serverName));
+          const id = adoptIssuedIdentity(b, caPem, store);
+          say(`using the job identity issued by the server: job submission ${id.agentId} (bootstrap from ${b.source})`);
+          adopted = true;
+        } catch (e) {
+          if (!b.joinToken) throw e;
+          say(`cannot use the issued job identity (${e instanceof Error ? e.message : String(e)}); enrolling instead`);
+        }
+      }
+      if (!adopted) await enrollWith(b, identityDir);
     }
   } catch (e) {
     say(`cannot enroll: ${e instanceof Error ? e.message : String(e)}`);

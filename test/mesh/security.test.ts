@@ -1,5 +1,5 @@
 // Every refusal over real TLS, with the message an operator would see.
-import { createPublicKey } from "node:crypto";
+import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -133,6 +133,25 @@ describe("mesh: identity and refusals", () => {
     expect(String(err[0])).toMatch(/Agent shim\/.* is revoked/);
     expect((await renewError(home)).code).toBe(Code.PermissionDenied);
     await shim.link.close();
+  });
+
+  it("issues a job's runner identity on the server (as Enroll would: key, CN, OU, URI, client usage), not for a revoked job", async () => {
+    const jobId = await f.addJob(null);
+    const id = f.mesh.issueRunnerIdentity(jobId);
+    const cert = new X509Certificate(id.certPem);
+    expect(cert.verify(new X509Certificate(f.mesh.ca.certPem).publicKey)).toBe(true);
+    expect(cert.checkPrivateKey(createPrivateKey(id.keyPem))).toBe(true);
+    expect(cert.subject).toBe(`O=dstack\nOU=runner\nCN=${jobId}`);
+    expect(cert.subjectAltName).toBe(`URI:${identityUri("runner", jobId)}`);
+    expect(cert.keyUsage).toEqual(["1.3.6.1.5.5.7.3.2"]);
+    expect(Math.floor(id.notAfter.getTime() / 1000) * 1000).toBe(new Date(cert.validTo).getTime()); // the certificate has one-second precision
+    expect(id.renewAfter.getTime()).toBeLessThan(id.notAfter.getTime());
+    // The identity works on the agent port: a runner linking with it is that job's runner.
+    const home = agentHome();
+    new IdentityStore(home).save({ kind: "runner", agentId: jobId, serverUrl: f.url, caSha256: f.mesh.caFingerprint, notAfter: id.notAfter.toISOString(), renewAfter: id.renewAfter.toISOString(), keyPem: id.keyPem, certPem: id.certPem, caPem: f.mesh.ca.certPem });
+    await renewCertificate(home);
+    f.mesh.revoke("runner", jobId);
+    expect(() => f.mesh.issueRunnerIdentity(jobId)).toThrow(/revoked/);
   });
 
   it("rejects a shim reporting another instance's task, at connect and mid-stream", async () => {

@@ -50,7 +50,7 @@ export interface RunnerMesh {
   /** A new mesh server process-equivalent on the same home, database and port (agents must reconnect). */
   restart(): Promise<void>;
   /** A job row plus a runner home with bootstrap.json for `agentUrl` (and `extra` bootstrap fields). */
-  newRunnerHome(agentUrl: (port: number) => string, extra?: { serverName?: string }): Promise<{ jobId: string; home: string }>;
+  newRunnerHome(agentUrl: (port: number) => string, extra?: { serverName?: string; joinToken?: string; certificatePem?: string; privateKeyPem?: string } | ((jobId: string) => { serverName?: string; joinToken?: string; certificatePem?: string; privateKeyPem?: string })): Promise<{ jobId: string; home: string }>;
   /** Resolves with the job's final state as the server hears it (event or state report). */
   finalState(jobId: string, timeoutMs?: number): Promise<JobStateChanged>;
   /** Every job state the server heard for `jobId`, in order (duplicates from reconnects kept). */
@@ -96,7 +96,8 @@ export async function startRunnerMesh(): Promise<RunnerMesh> {
       const jobId = await f.addJob(null);
       const { token } = await f.mesh.joinTokens.create({ projectId: f.projectId, kind: "runner", boundId: jobId });
       const home = mkdtempSync(join(tmpdir(), "dstack-runner-home-"));
-      writeFileSync(join(home, "bootstrap.json"), JSON.stringify({ joinToken: token, agentUrl: agentUrl(port), caCertificatePem: f.mesh.ca.certPem, ...extra }));
+      const more = typeof extra === "function" ? extra(jobId) : extra;
+      writeFileSync(join(home, "bootstrap.json"), JSON.stringify({ joinToken: token, agentUrl: agentUrl(port), caCertificatePem: f.mesh.ca.certPem, ...more }));
       return { jobId, home };
     },
     finalState(jobId, timeoutMs = 60_000) {

@@ -69,6 +69,24 @@ describe("dstack-runner process", () => {
     expect(r.stderr()).toContain(`enrolled as job submission ${jobId}`);
   });
 
+  it("links at once with a job identity issued by the server (no enrollment; the join token is not even valid) and runs the job", async () => {
+    const { jobId, home } = await m.newRunnerHome(
+      (p) => `https://127.0.0.1:${p}`,
+      (id) => {
+        const issued = m.f.mesh.issueRunnerIdentity(id);
+        return { joinToken: "dsj.not.a-valid-token", certificatePem: issued.certPem, privateKeyPem: issued.keyPem };
+      },
+    );
+    const r = startRunner(home);
+    const wd = join(home, "wd");
+    await alive(r, submit(jobId, { workingDir: wd, commands: ["echo issued identity"] }));
+    expect(await alive(r, m.finalState(jobId))).toMatchObject({ state: JobState.DONE, exitStatus: 0 });
+    expect(await r.exited).toBe(0);
+    expect(m.data.text(jobId, "stdout")).toBe("issued identity\n");
+    expect(r.stderr()).toContain(`using the job identity issued by the server: job submission ${jobId}`);
+    expect(r.stderr()).not.toContain("enrolling");
+  });
+
   it("answers a re-sent SubmitJob with the first answer, refuses another job, and answers Ping and GetMetrics", async () => {
     const { jobId, home } = await m.newRunnerHome((p) => `https://127.0.0.1:${p}`);
     const r = startRunner(home);

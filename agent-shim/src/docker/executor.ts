@@ -25,7 +25,7 @@ import { GpuLocks, type ExecutorGpu } from "./gpu-locks.js";
 import { mustPull, pullImage, PullError, type PullProgressState } from "./image.js";
 import { LABEL_INSTANCE, LABEL_TASK, parseRecord, taskLabels, type RecoveryRecord } from "./labels.js";
 import { lastLogLines } from "./logs.js";
-import { agentUrlForContainer, checkRunnerBundle, defaultRunnerBundleDir, numericUser, writeTaskDir } from "./runner-bundle.js";
+import { agentUrlForContainer, checkRunnerBundle, defaultRunnerBundleDir, numericUser, writeTaskDir, type RunnerBootstrapFile } from "./runner-bundle.js";
 import { TaskFiles, type TerminationRequest } from "./task-files.js";
 
 export interface TaskExecutorOptions {
@@ -274,7 +274,14 @@ export class TaskExecutor {
         const url = agentUrlForContainer(cmd.runner.agentUrl, bridge);
         let taskDir: string;
         try {
-          const boot = { joinToken: cmd.runner.joinToken, agentUrl: url.agentUrl, caCertificatePem: cmd.runner.caCertificatePem, ...(url.serverName ? { serverName: url.serverName } : {}) };
+          const r = cmd.runner;
+          const boot: RunnerBootstrapFile = { joinToken: r.joinToken, agentUrl: url.agentUrl, caCertificatePem: r.caCertificatePem, ...(url.serverName ? { serverName: url.serverName } : {}) };
+          if (r.certificatePem && r.privateKeyPem) {
+            boot.certificatePem = r.certificatePem;
+            boot.privateKeyPem = r.privateKeyPem;
+            if (r.notAfter) boot.notAfter = timestampDate(r.notAfter).toISOString();
+            if (r.renewAfter) boot.renewAfter = timestampDate(r.renewAfter).toISOString();
+          }
           taskDir = writeTaskDir(this.files.tasksDir, t.id, boot, numericUser(cmd.containerUser));
         } catch (e) {
           throw new StepError(JobTerminationReason.EXECUTOR_ERROR, `cannot prepare the task folder: ${dockerMessage(e)}`);

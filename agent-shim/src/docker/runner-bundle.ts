@@ -43,6 +43,14 @@ export interface RunnerBootstrapFile {
   caCertificatePem: string;
   /** TLS name to check when agentUrl was rewritten to an address the server certificate does not list. */
   serverName?: string;
+  /** The job's client certificate issued by the server (PEM): the runner links with it instead of enrolling. */
+  certificatePem?: string;
+  /** Its private key (PKCS#8 PEM); the file is 0600. */
+  privateKeyPem?: string;
+  /** When the certificate expires (ISO 8601). */
+  notAfter?: string;
+  /** When the runner should renew it (ISO 8601). */
+  renewAfter?: string;
 }
 
 const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\]|::1)$/i;

@@ -1,6 +1,7 @@
 // The commands the dispatcher sends, built from a job's stored spec: pure functions, so what a
 // shim or runner receives is decided (and tested) in one place.
 import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { parseUnixUser } from "@dstack/proto";
 import {
   RunnerRepoType,
@@ -71,6 +72,11 @@ export interface RunnerBootstrapInput {
   joinToken: string;
   agentUrl: string;
   caCertificatePem: string;
+  /** The job's identity issued by the server: the runner links with it instead of enrolling. */
+  certificatePem?: string;
+  privateKeyPem?: string;
+  notAfter?: Date;
+  renewAfter?: Date;
 }
 
 /**
@@ -119,7 +125,15 @@ export function submitTaskCommand(
     ports: s.ports,
     instanceMounts: s.instanceMounts.map((m) => ({ instancePath: m.instancePath, path: m.path })),
     containerSshKeys: authorizedKeysOf(v, o.userSshKeys),
-    runner: o.runner,
+    runner: {
+      joinToken: o.runner.joinToken,
+      agentUrl: o.runner.agentUrl,
+      caCertificatePem: o.runner.caCertificatePem,
+      certificatePem: o.runner.certificatePem ?? "",
+      privateKeyPem: o.runner.privateKeyPem ?? "",
+      ...(o.runner.notAfter ? { notAfter: timestampFromDate(o.runner.notAfter) } : {}),
+      ...(o.runner.renewAfter ? { renewAfter: timestampFromDate(o.runner.renewAfter) } : {}),
+    },
   });
 }
 

@@ -25,7 +25,7 @@ import {
 import { linkErrorCodeOf, LinkCallError, type EventOf } from "@dstack/proto/link";
 import { JobStatus, JobTerminationReason } from "../domain/enums.js";
 import { isDstackError } from "../errors.js";
-import type { AgentLink, JoinTokens, Links } from "../mesh/index.js";
+import type { AgentLink, JoinTokens, Links, RunnerIdentity } from "../mesh/index.js";
 import type { DomainEvent } from "../scheduler/events.js";
 import type { Services } from "../services/index.js";
 import type { JobAgentView } from "../services/jobs.js";
@@ -52,6 +52,11 @@ export interface DispatcherOptions {
   caCertificatePem: string;
   /** The agent port as runners in job containers dial it (settings.agentUrl). */
   agentUrl: string;
+  /**
+   * Issues the job's runner identity (MeshServer.issueRunnerIdentity): it rides in the bootstrap
+   * with the join token, so the runner links at once instead of enrolling. Without it runners enroll.
+   */
+  issueRunnerIdentity?: (jobSubmissionId: string) => RunnerIdentity;
   log?: AgentLogger;
   /**
    * After a job ends by itself, how long its container may keep running so the runner can ship
@@ -78,7 +83,7 @@ const REMOVED_MEMORY = 10_000;
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 export class Dispatcher {
-  private readonly o: Required<Omit<DispatcherOptions, "onHostReport">> & Pick<DispatcherOptions, "onHostReport">;
+  private readonly o: Required<Omit<DispatcherOptions, "onHostReport" | "issueRunnerIdentity">> & Pick<DispatcherOptions, "onHostReport" | "issueRunnerIdentity">;
   private readonly log: AgentLogger;
   private readonly lanes = new Map<string, Promise<void>>();
   /** Jobs with a sync queued but not started: bursts of events coalesce into one look. */
@@ -86,6 +91,8 @@ export class Dispatcher {
   private readonly inFlight = new Set<Promise<void>>();
   /** Runner join token per job, so a resubmitted task has the same spec (and the shim's dedupe applies). */
   private readonly tokens = new Map<string, string>();
+  /** Runner identity per job, kept for the same reason. */
+  private readonly identities = new Map<string, RunnerIdentity>();
   /** Jobs whose SubmitTask was sent (or is being sent) in this process. */
   private readonly submitted = new Set<string>();
   private readonly submittingJob = new Set<string>();
@@ -336,9 +343,23 @@ export class Dispatcher {
       token = (await this.o.joinTokens.create({ projectId: v.projectId, fleetId: v.fleetId, kind: "runner", boundId: v.id })).token;
       this.tokens.set(v.id, token);
     }
+    let identity = this.identities.get(v.id);
+    if (!identity && this.o.issueRunnerIdentity) {
+      try {
+        identity = this.o.issueRunnerIdentity(v.id);
+        this.identities.set(v.id, identity);
+      } catch (e) {
+        this.log.warn({ job: v.id, err: message(e) }, "could not issue the runner's identity; it will enroll with its join token");
+      }
+    }
     const auth = v.spec.registryAuth;
     const cmd = submitTaskCommand(v, {
-      runner: { joinToken: token, agentUrl: this.o.agentUrl, caCertificatePem: this.o.caCertificatePem },
+      runner: {
+        joinToken: token,
+        agentUrl: this.o.agentUrl,
+        caCertificatePem: this.o.caCertificatePem,
+        ...(identity ? { certificatePem: identity.certPem, privateKeyPem: identity.keyPem, notAfter: identity.notAfter, renewAfter: identity.renewAfter } : {}),
+      },
       userSshKeys: await this.userSshKeys(v),
       ...(auth ? { registryAuth: { username: interpolateSecrets(auth.username, secrets), password: interpolateSecrets(auth.password, secrets) } } : {}),
     });
@@ -462,6 +483,7 @@ export class Dispatcher {
 
   private forget(jobId: string): void {
     this.tokens.delete(jobId);
+    this.identities.delete(jobId);
     this.submitted.delete(jobId);
     this.stopping.delete(jobId);
     this.endedByRunner.delete(jobId);

@@ -6,7 +6,7 @@ import type { TLSSocket } from "node:tls";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { TunnelService } from "@dstack/proto/agent";
-import { AGENT_PORT_WINDOWS, type AgentKindName } from "@dstack/proto/link";
+import { AGENT_PORT_WINDOWS, generateKey, type AgentKindName } from "@dstack/proto/link";
 import type { Orm } from "../db/database.js";
 import { Fleet, Instance, Job, build } from "../db/entities.js";
 import type { Settings } from "../settings.js";
@@ -17,7 +17,7 @@ import { JoinTokens, type ConsumedJoinToken } from "./join-tokens.js";
 import { DEFAULT_LINK_SETTINGS, Links, type LinkSettings } from "./links.js";
 import { kPeer, peerFromSocket } from "./peer.js";
 import { Revocations } from "./revocations.js";
-import { meshRoutes, type MeshPolicy } from "./services.js";
+import { issueForKey, meshRoutes, type MeshPolicy } from "./services.js";
 import { DEFAULT_TUNNEL_SETTINGS, TunnelBroker, type TunnelSettings } from "./tunnels.js";
 
 export { JoinTokens, DEFAULT_TOKEN_TTL_MS, type CreateJoinTokenOptions, type CreatedJoinToken, type JoinTokenKind } from "./join-tokens.js";
@@ -57,6 +57,20 @@ export interface MeshServer {
   caFingerprint: string;
   /** Refuses the identity from now on and drops its link. */
   revoke(kind: AgentKindName, id: string): void;
+  /**
+   * A runner identity for job submission `jobSubmissionId`, made on the server: a fresh P-256 key
+   * and its client certificate, issued exactly as Enroll would. It rides in the task's bootstrap
+   * so the runner links at once instead of enrolling. Throws MESH_REVOKED for a revoked job.
+   */
+  issueRunnerIdentity(jobSubmissionId: string): RunnerIdentity;
+}
+
+/** What issueRunnerIdentity returns. */
+export interface RunnerIdentity {
+  certPem: string;
+  keyPem: string;
+  notAfter: Date;
+  renewAfter: Date;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -144,6 +158,12 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
     joinTokens,
     ca,
     caFingerprint: ca.fingerprint,
+    issueRunnerIdentity(jobSubmissionId) {
+      if (revocations.isRevoked("runner", jobSubmissionId)) throw meshErr("MESH_REVOKED", { kind: "runner", id: jobSubmissionId });
+      const { privateKeyPem, publicKey } = generateKey();
+      const { certPem, notAfter, renewAfter } = issueForKey({ ca, policy }, "runner", jobSubmissionId, publicKey);
+      return { certPem, keyPem: privateKeyPem, notAfter, renewAfter };
+    },
     revoke(kind, id) {
       revocations.revoke(kind, id);
       links.forget(kind, id, meshErr("MESH_REVOKED", { kind, id }));

@@ -1,6 +1,6 @@
 // The agent-port handlers: enrollment, and the shim and runner control links. Thin on purpose:
 // identity comes from the TLS peer (peer.ts), links and calls live in links.ts.
-import { createPublicKey } from "node:crypto";
+import { createPublicKey, type KeyObject } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
@@ -59,11 +59,16 @@ function issue(deps: MeshDeps, kind: AgentKindName, id: string, csrPem: string) 
   } catch (e) {
     throw meshErr("MESH_BAD_CSR", { reason: e instanceof Error ? e.message : String(e) });
   }
+  return issueForKey(deps, kind, id, createPublicKey(key.export({ type: "spki", format: "pem" })));
+}
+
+/** The client certificate of agent `kind`/`id` for `subjectKey`, exactly as Enroll issues it. */
+export function issueForKey(deps: Pick<MeshDeps, "ca" | "policy">, kind: AgentKindName, id: string, subjectKey: KeyObject) {
   const lifetime = deps.policy.certificateLifetimeMs;
   const { certPem, notAfter } = deps.ca.issue({
     commonName: id,
     organizationalUnit: kind,
-    subjectKey: createPublicKey(key.export({ type: "spki", format: "pem" })),
+    subjectKey,
     lifetimeMs: lifetime,
     usage: ["client"],
     uris: [identityUri(kind, id)],
