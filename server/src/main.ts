@@ -171,6 +171,7 @@ export async function main(argv: string[]): Promise<number> {
       joinTokens: mesh.joinTokens,
       caCertificatePem: mesh.ca.certPem,
       agentUrl: settings.agentUrl,
+      issueRunnerIdentity: (jobSubmissionId) => mesh!.issueRunnerIdentity(jobSubmissionId),
       disconnectedJobTimeoutMs: settings.jobDisconnectedTimeoutMs,
       log: agentLog,
       onHostReport: (instanceId, host) => {

@@ -4,13 +4,14 @@
 // applied through the public API; the shim gets SubmitTask with a runner bootstrap, the runner
 // enrolls with it and gets SubmitJob; the states the agents report drive the runs to their end,
 // and every finished job's container is terminated and removed on the shim.
-import { createHash } from "node:crypto";
+import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { parseConfiguration, toProtoConfiguration, type FleetConfig } from "@dstack/proto";
 import { JobState, RunnerRepoType, TaskNetworkMode, TaskState, type RunnerCommand, type ShimCommand } from "@dstack/proto/agent";
 import { InstanceService, InstanceStatus, JobStatus, JobTerminationReason, RepoType, RunService, RunStatus, RunTerminationReason, type Run } from "@dstack/proto/api";
-import { certificateFingerprint } from "@dstack/proto/link";
+import { certificateFingerprint, identityUri } from "@dstack/proto/link";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../../server/src/db/database.js";
 import { Project } from "../../server/src/db/entities.js";
@@ -145,6 +146,15 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
     expect(task.runner?.agentUrl).toBe(server.agentUrl);
     expect(certificateFingerprint(task.runner!.caCertificatePem)).toBe(server.caFingerprint);
     expect(task.runner?.joinToken.startsWith(`dsj.${jobId}.`)).toBe(true);
+    // …and the job's identity issued ahead of time (the runner links without enrolling): a client
+    // certificate for this job submission that the agent CA signed, with its own key.
+    const cert = new X509Certificate(task.runner!.certificatePem);
+    expect(cert.verify(new X509Certificate(task.runner!.caCertificatePem).publicKey)).toBe(true);
+    expect(cert.subjectAltName).toBe(`URI:${identityUri("runner", jobId)}`);
+    expect(cert.subject).toContain(`CN=${jobId}`);
+    expect(cert.checkPrivateKey(createPrivateKey(task.runner!.privateKeyPem))).toBe(true);
+    expect(Math.floor(timestampDate(task.runner!.notAfter!).getTime() / 1000) * 1000).toBe(new Date(cert.validTo).getTime());
+    expect(timestampDate(task.runner!.renewAfter!).getTime()).toBeLessThan(timestampDate(task.runner!.notAfter!).getTime());
     // The plaintext secret never reaches the shim.
     expect(JSON.stringify(task, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toContain("s3cr3t-value");
 
