@@ -80,6 +80,12 @@ describe("dstack apply on the local fleet", () => {
       expect(r.stdout).toMatch(/Attaching.*\nline one\nline two\n$/s);
       expect(r.code).toBe(0);
       expect(await dstack(["logs", "local-ok"], cli)).toEqual({ code: 0, stdout: "line one\nline two\n", stderr: "" });
+      // Re-applying a finished run replaces it: a new run of the same name runs and finishes.
+      const before = (await client.runs.get("local-ok")).id;
+      const again = await dstack(["apply", "-y", "--no-repo"], { ...cli, cwd: d });
+      expect(again.stdout).toMatch(/Attaching.*\nline one\nline two\n$/s);
+      expect(again.code).toBe(0);
+      expect((await client.runs.get("local-ok")).id).not.toBe(before);
     },
     SLOW,
   );
