@@ -236,7 +236,14 @@ describe("terminals and signals", () => {
       const ch = await execOn(c, "trap 'echo got-term; exit 9' TERM; echo READY; while :; do sleep 0.05; done");
       const result = collect(ch);
       await waitFor(ch, "READY");
-      ch.signal("TERM");
+      // Signals are best effort (the shim signals the exec's host PID); under a loaded host the
+      // first request can come before Docker reports the exec's PID, so ask until it lands.
+      let settled = false;
+      void result.finally(() => (settled = true));
+      for (let i = 0; i < 40 && !settled; i++) {
+        ch.signal("TERM");
+        await new Promise((r) => setTimeout(r, 250));
+      }
       expect(await result).toMatchObject({ code: 9, stdout: "READY\ngot-term\n" });
     } finally {
       c.end();
