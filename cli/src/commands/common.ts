@@ -90,3 +90,21 @@ export function parseDurationFlag(flag: string, value: string): number {
 export function printJson(io: CliIO, value: unknown): void {
   io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
+
+/** `-w`: clears the screen (on a terminal) and redraws every 2 s until Ctrl-C. */
+export async function redrawUntilInterrupted(io: CliIO, show: () => Promise<void>, everyMs = 2000): Promise<void> {
+  const ac = new AbortController();
+  const stop = io.onInterrupt?.(() => ac.abort());
+  try {
+    while (!ac.signal.aborted) {
+      if (io.stdout.isTTY) io.stdout.write("\x1b[H\x1b[2J");
+      await show();
+      await new Promise((r) => {
+        const t = setTimeout(r, everyMs);
+        ac.signal.addEventListener("abort", () => (clearTimeout(t), r(undefined)), { once: true });
+      });
+    }
+  } finally {
+    stop?.();
+  }
+}

@@ -5,7 +5,7 @@ import type { Command } from "commander";
 import { FleetSchema } from "@dstack/proto/api";
 import { formatFleetsTable } from "../format/fleets.js";
 import { confirm, type CliIO } from "../io.js";
-import { clientFor, parseCount, parseDurationFlag, printJson, stdoutPalette, withProject, type ProjectOptions } from "./common.js";
+import { clientFor, parseCount, parseDurationFlag, printJson, stdoutPalette, withProject, redrawUntilInterrupted, type ProjectOptions } from "./common.js";
 
 interface ListOptions extends ProjectOptions {
   verbose?: boolean;
@@ -24,21 +24,8 @@ export function registerFleet(program: Command, io: CliIO): void {
       else io.stdout.write(formatFleetsTable(fleets, { verbose: options.verbose ?? false, palette: stdoutPalette(io) }));
     };
     if (!options.watch) return show();
-    // Fleets have no watch stream yet: redraw every 2 s until Ctrl-C.
-    const ac = new AbortController();
-    const stop = io.onInterrupt?.(() => ac.abort());
-    try {
-      while (!ac.signal.aborted) {
-        if (io.stdout.isTTY) io.stdout.write("\x1b[H\x1b[2J");
-        await show();
-        await new Promise((r) => {
-          const t = setTimeout(r, 2000);
-          ac.signal.addEventListener("abort", () => (clearTimeout(t), r(undefined)), { once: true });
-        });
-      }
-    } finally {
-      stop?.();
-    }
+    // Fleets have no watch stream yet.
+    return redrawUntilInterrupted(io, show);
   };
   const listOptions = (cmd: Command) =>
     withProject(cmd.option("-v, --verbose", "show resources and errors").option("-w, --watch", "redraw every 2 seconds (Ctrl-C exits)").option("--json", "output JSON"));

@@ -6,7 +6,7 @@ import type { GetJobMetricsResponse, Run } from "@dstack/proto/api";
 import { runStatusText } from "../format/runs.js";
 import { renderTable } from "../format/table.js";
 import type { CliIO } from "../io.js";
-import { clientFor, parseCount, printJson, withProject, type ProjectOptions } from "./common.js";
+import { clientFor, parseCount, printJson, withProject, redrawUntilInterrupted, type ProjectOptions } from "./common.js";
 
 interface MetricsOptions extends ProjectOptions {
   replica?: string;
@@ -81,19 +81,6 @@ export function registerMetrics(program: Command, io: CliIO): void {
       else io.stdout.write(formatMetricsTable(name, status, m));
     };
     if (!options.watch) return show();
-    const ac = new AbortController();
-    const stop = io.onInterrupt?.(() => ac.abort());
-    try {
-      while (!ac.signal.aborted) {
-        if (io.stdout.isTTY) io.stdout.write("\x1b[H\x1b[2J");
-        await show();
-        await new Promise((r) => {
-          const t = setTimeout(r, 2000);
-          ac.signal.addEventListener("abort", () => (clearTimeout(t), r(undefined)), { once: true });
-        });
-      }
-    } finally {
-      stop?.();
-    }
+    return redrawUntilInterrupted(io, show);
   });
 }
