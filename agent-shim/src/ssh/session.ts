@@ -230,7 +230,17 @@ export class ContainerSession {
    * request is refused. OpenSSH's client never sends these; other clients (and ssh2) may.
    */
   private async signal(name: string): Promise<boolean> {
-    return !this.finished && (await this.sendSignal(name));
+    return !this.finished && (await this.sendSignalSoon(name));
+  }
+
+  /** On a loaded host Docker may not report the exec's PID at once: ask a few times. */
+  private async sendSignalSoon(name: string, o: { evenIfFinished?: boolean } = {}): Promise<boolean> {
+    for (let i = 0; i < 6; i++) {
+      if (await this.sendSignal(name)) return true;
+      if (this.finished && !o.evenIfFinished) return false;
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    return false;
   }
 
   private async sendSignal(name: string): Promise<boolean> {
@@ -247,7 +257,7 @@ export class ContainerSession {
   /** The process outlived its client: hang it up, as sshd does when a connection drops. */
   private killExec(): void {
     this.stream?.destroy();
-    void this.sendSignal("HUP");
+    void this.sendSignalSoon("HUP", { evenIfFinished: true });
   }
 
   /** Ends the session at once: the channel or the connection went away, or the server closes. */
