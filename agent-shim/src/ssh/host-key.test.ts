@@ -26,6 +26,15 @@ describe("loadOrCreateHostKey", () => {
     expect(loadOrCreateHostKey(path).publicKey.fingerprint).toBe(first.publicKey.fingerprint);
   });
 
+  it("only ever keeps a key it can read back (ssh2's generator is sometimes off)", () => {
+    // At ~1 bad key in 200, 1,000 fresh keys would almost surely hit one without the check.
+    for (let i = 0; i < 1000; i++) {
+      const path = join(dir, "many", `k${i}`);
+      const made = loadOrCreateHostKey(path);
+      expect(loadOrCreateHostKey(path).publicKey.fingerprint).toBe(made.publicKey.fingerprint);
+    }
+  });
+
   it("tightens a key file others can read to 0600", () => {
     const path = join(dir, "loose");
     loadOrCreateHostKey(path);

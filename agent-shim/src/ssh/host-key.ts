@@ -39,9 +39,23 @@ export function loadOrCreateHostKey(path: string): HostKey {
   return parseHostKey(pem, path);
 }
 
+/**
+ * ssh2's generator writes a key its own parser refuses about once in 200 tries (seen here: 9 of
+ * 2,000); such a key would stop the shim at every later start, so only a key that parses is kept.
+ */
+function generateParsableKey(): string {
+  for (let i = 0; i < 20; i++) {
+    const { private: pem } = utils.generateKeyPairSync("ed25519", { comment: "dstack-shim host key" });
+    const parsed = utils.parseKey(pem);
+    const key = Array.isArray(parsed) ? parsed[0] : parsed;
+    if (key && !(key instanceof Error)) return pem;
+  }
+  throw new HostKeyError("could not generate an ed25519 host key that parses");
+}
+
 function createHostKeyFile(path: string): string {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const { private: pem } = utils.generateKeyPairSync("ed25519", { comment: "dstack-shim host key" });
+  const pem = generateParsableKey();
   const tmp = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
   writeFileSync(tmp, pem, { mode: 0o600, flag: "wx" });
   try {
