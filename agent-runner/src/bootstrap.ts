@@ -5,25 +5,10 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { certificateFingerprint, normalizeFingerprint, parseIdentityUri, type IdentityStore, type StoredIdentity } from "@dstack/proto/link";
+import type { RunnerBootstrapFile } from "@dstack/proto/link";
 
-/** `<home>/bootstrap.json`. */
-export interface BootstrapFile {
-  /** One-time runner join token, bound to the job submission. */
-  joinToken: string;
-  /** The server's agent port as the container reaches it, e.g. `https://172.17.0.1:3001`. */
-  agentUrl: string;
-  /** The server CA (PEM); its SHA-256 is the pin enrollment checks. */
-  caCertificatePem: string;
-  /** TLS name to expect when agentUrl names an address the server certificate does not list. */
-  serverName?: string;
-  /** The job's client certificate issued by the server (PEM): with privateKeyPem, used instead of enrolling. */
-  certificatePem?: string;
-  /** Its private key (PKCS#8 PEM). */
-  privateKeyPem?: string;
-  /** When the certificate expires / should be renewed (ISO 8601; optional). */
-  notAfter?: string;
-  renewAfter?: string;
-}
+/** `<home>/bootstrap.json`, as the shim writes it. */
+export type BootstrapFile = RunnerBootstrapFile;
 
 /** A job identity the server issued ahead of time (bootstrap.json or the environment). */
 export interface IssuedIdentity {

@@ -5,6 +5,7 @@
 import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { RunnerBootstrapFile } from "@dstack/proto/link";
 
 export const RUNNER_MOUNT = "/dstack/runner";
 export const TASK_MOUNT = "/dstack/task";
@@ -37,21 +38,7 @@ export function checkRunnerBundle(dir: string): void {
   }
 }
 
-export interface RunnerBootstrapFile {
-  joinToken: string;
-  agentUrl: string;
-  caCertificatePem: string;
-  /** TLS name to check when agentUrl was rewritten to an address the server certificate does not list. */
-  serverName?: string;
-  /** The job's client certificate issued by the server (PEM): the runner links with it instead of enrolling. */
-  certificatePem?: string;
-  /** Its private key (PKCS#8 PEM); the file is 0600. */
-  privateKeyPem?: string;
-  /** When the certificate expires (ISO 8601). */
-  notAfter?: string;
-  /** When the runner should renew it (ISO 8601). */
-  renewAfter?: string;
-}
+export type { RunnerBootstrapFile };
 
 const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\]|::1)$/i;
 
