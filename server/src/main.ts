@@ -10,7 +10,7 @@ import { createApp, type App } from "./app.js";
 import { cliConfigPath, readCliProjects, upsertCliProject } from "./cli-config.js";
 import { openDatabase, type Orm } from "./db/database.js";
 import { isDstackError } from "./errors.js";
-import { createScheduler, type Scheduler } from "./scheduler/index.js";
+import { createReplicaBridge, createScheduler, type ReplicaBridge, type Scheduler } from "./scheduler/index.js";
 import { createMeshServer, meshDataHooks, type MeshServer } from "./mesh/index.js";
 import { createDispatcher, describeHost, dockerAnswers, startLocalFleet, type Dispatcher, type LocalFleet } from "./agents/index.js";
 import { bootstrap, createServices } from "./services/index.js";
@@ -138,6 +138,7 @@ export async function main(argv: string[]): Promise<number> {
   let orm: Orm | undefined;
   let app: App | undefined;
   let scheduler: Scheduler | undefined;
+  let replicas: ReplicaBridge | undefined;
   let mesh: MeshServer | undefined;
   let dispatcher: Dispatcher | undefined;
   let localFleet: LocalFleet | undefined;
@@ -182,6 +183,13 @@ export async function main(argv: string[]): Promise<number> {
     });
     dispatcher.start();
     scheduler = createScheduler({ orm, services, settings, onError: (e, kind, id) => app?.log.error({ err: e, kind, id }, "scheduler reconcile failed") });
+    // On PostgreSQL several replicas may share the database: events cross between them over
+    // LISTEN/NOTIFY, so the replica holding an agent's link acts on changes made through any other.
+    if (settings.database.dialect === "postgresql") {
+      const sched = scheduler;
+      replicas = createReplicaBridge({ orm, bus: services.bus, url: settings.database.url, log: app.log.child({ component: "replicas" }), onResync: () => sched.resync() });
+      await replicas.start();
+    }
     await scheduler.start();
 
     // SSH fleets: hosts are set up over SSH and their shims dial the agent URL.
@@ -226,13 +234,14 @@ export async function main(argv: string[]): Promise<number> {
     await sshFleets?.stop().catch(() => {});
     await dispatcher?.stop().catch(() => {});
     await scheduler?.stop().catch(() => {});
+    await replicas?.stop().catch(() => {});
     await app?.close().catch(() => {});
     await mesh?.close().catch(() => {});
     await orm?.close(true).catch(() => {});
     return 1;
   }
 
-  return shutdownOn(signalled, app, scheduler, mesh, orm, dispatcher!, localFleet, sshFleets);
+  return shutdownOn(signalled, app, scheduler, mesh, orm, dispatcher!, localFleet, sshFleets, replicas);
 }
 
 /** Resolves with the exit code once a signal has stopped everything. */
@@ -245,6 +254,7 @@ async function shutdownOn(
   dispatcher: Dispatcher,
   localFleet: LocalFleet | undefined,
   sshFleets?: SshFleetProvisioner,
+  replicas?: ReplicaBridge,
 ): Promise<number> {
   const signal = await signalled;
   // A second signal: the user does not want to wait.
@@ -270,6 +280,7 @@ async function shutdownOn(
     ["API", () => app.close()],
     ["agent dispatcher", () => dispatcher.stop()],
     ["scheduler", () => scheduler.stop()],
+    ["replica bridge", () => replicas?.stop() ?? Promise.resolve()],
     ["agent port", () => mesh.close()],
     ["database", () => orm.close()],
   ] as const) {

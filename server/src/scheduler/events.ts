@@ -1,7 +1,7 @@
 // The in-process event bus. Services publish after their transaction commits; the scheduler
 // and watchers (WatchRuns, log followers) subscribe. Delivery is synchronous and in-process;
-// a PostgreSQL LISTEN/NOTIFY bridge can later forward `publish` to other replicas by
-// subscribing here and re-publishing what it receives (events carry only ids, never rows).
+// on PostgreSQL the replica bridge (replicas.ts) forwards run/job/log events to the other
+// replicas and re-publishes theirs here, marked `remote` (events carry only ids, never rows).
 
 export type EventKind = "run" | "job" | "instance" | "fleet" | "log";
 
@@ -18,6 +18,8 @@ export interface DomainEvent {
    * acted on it, so the scheduler does not wake it again. Watchers still see the event.
    */
   by?: string;
+  /** Published by another replica (forwarded over LISTEN/NOTIFY); that replica's scheduler already acted on it. */
+  remote?: boolean;
 }
 
 export type Listener = (e: DomainEvent) => void;

@@ -25,6 +25,8 @@ export interface Scheduler {
   start(): Promise<void>;
   stop(): Promise<void>;
   wake(kind: WakeKind, id: string): void;
+  /** Looks at every active object now (events may have been missed, e.g. while the replica bridge reconnected). */
+  resync(): void;
   /** Resolves when no reconciliation is running or queued (tests and benchmarks). */
   idle(): Promise<void>;
 }
@@ -95,6 +97,9 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   }
 
   const onEvent = (e: DomainEvent) => {
+    // Another replica's change: its own scheduler reconciles it (claims keep a race harmless,
+    // but doing the work twice on every replica would not scale). The dispatcher still hears it.
+    if (e.remote) return;
     if (e.by !== undefined && e.by === `${e.kind}:${e.id}`) return;
     if (e.kind === "job") wake("job", e.id);
     else if (e.kind === "run") wake("run", e.id);
@@ -135,6 +140,9 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
       await Promise.allSettled([...inFlight]);
     },
     wake,
+    resync() {
+      if (started) void sweep(true).catch((e) => onError(e, "run", "sweep"));
+    },
     idle() {
       return new Promise<void>((resolve) => {
         idleWaiters.push(resolve);
@@ -146,3 +154,4 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
 
 export { EventBus, type DomainEvent, type EventKind } from "./events.js";
 export { FakeClock, realClock, type Clock } from "./clock.js";
+export { createReplicaBridge, REPLICA_CHANNEL, type ReplicaBridge } from "./replicas.js";
