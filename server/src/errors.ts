@@ -92,6 +92,15 @@ export const ERRORS = {
   },
   DSTACK_CODE_HASH_MISMATCH: { status: "InvalidArgument", message: "The blob's SHA-256 is {actual}, not the declared {declared}." },
   DSTACK_JOB_NOT_FOUND: { status: "NotFound", message: "Job submission '{job}' does not exist." },
+  DSTACK_FILE_ARCHIVE_TOO_LARGE: {
+    status: "ResourceExhausted",
+    message: "The `files:` archive is {size} bytes, above the server's limit of {limit} bytes. Map less, or raise DSTACK_SERVER_CODE_UPLOAD_LIMIT.",
+  },
+  DSTACK_FILE_ARCHIVE_INVALID: { status: "InvalidArgument", message: "The `files:` archive {hash} is not a tar or tar.gz archive." },
+  DSTACK_FILE_ARCHIVE_NOT_FOUND: {
+    status: "FailedPrecondition",
+    message: "Run spec `files:` entry for '{path}' names archive {hash}, which project '{project}' does not hold. Upload it first (RunService.UploadFileArchive).",
+  },
   // tunnels (ssh, port forwards), metrics: things that reach a running job
   DSTACK_RUN_NOT_RUNNING: {
     status: "FailedPrecondition",

@@ -25,6 +25,7 @@ import {
   RepoType,
   RunService,
   RunSpecSchema,
+  FileArchiveMappingSchema,
   RunStatus,
   SecretService,
   ServerService,
@@ -46,7 +47,7 @@ import {
   type User,
   type WatchRunsResponse,
 } from "@dstack/proto/api";
-import { buildCodeArchive, codeTooLargeError, localRepoId, type CodeFile } from "./code.js";
+import { buildCodeArchive, buildFilesArchive, codeTooLargeError, filesTooLargeError, localRepoId, type CodeFile } from "./code.js";
 import { resolveConfig, type ResolveOptions } from "./config.js";
 import { DstackError, toDstackError } from "./errors.js";
 import { followLogs, type LogBatch, type LogEntry, type LogSource, type LogStreamName } from "./logs.js";
@@ -89,6 +90,8 @@ export interface RunInput {
   repoCodeHash?: string;
   /** OpenSSH public key the run's containers accept for `ssh <run>` (RunSpec.ssh_key_pub). */
   sshKeyPub?: string;
+  /** The configuration's `files:`, uploaded with `runs.uploadFiles`. */
+  fileArchives?: UploadedFileArchive[];
 }
 
 export interface LogsOptions {
@@ -101,6 +104,18 @@ export interface LogsOptions {
   replica?: number;
   job?: number;
   signal?: AbortSignal;
+}
+
+export interface UploadedFileArchive {
+  /** SHA-256 of the archive. */
+  archiveHash: string;
+  /** Directory in the container it is extracted into. */
+  path: string;
+  /** The local path, as the configuration wrote it. */
+  localPath: string;
+  bytes: number;
+  /** False when the server had it already and nothing was sent. */
+  uploaded: boolean;
 }
 
 export interface UploadedCode {
@@ -233,6 +248,7 @@ function runSpecOf(client: Client, input: RunInput): RunSpec {
     env: input.env ?? {},
     runArgs: input.runArgs ?? [],
     sshKeyPub: input.sshKeyPub ?? "",
+    fileArchives: (input.fileArchives ?? []).map((f) => ({ archiveHash: f.archiveHash, path: f.path })),
   });
 }
 
@@ -259,7 +275,7 @@ export class RunsApi {
   }
 
   /** Submits a run (or the run of a plan, failing if the active run changed since). */
-  async apply(input: RunInput | RunPlan, opts: { force?: boolean; repoCodeHash?: string } = {}): Promise<Run> {
+  async apply(input: RunInput | RunPlan, opts: { force?: boolean; repoCodeHash?: string; fileArchives?: UploadedFileArchive[] } = {}): Promise<Run> {
     let runSpec: RunSpec;
     let currentResourceId = "";
     if (isPlan(input)) {
@@ -269,6 +285,7 @@ export class RunsApi {
     if (opts.repoCodeHash) {
       runSpec = create(RunSpecSchema, { ...runSpec, repoCodeHash: opts.repoCodeHash, ...(runSpec.repo ? { repo: { ...runSpec.repo, repoType: RepoType.LOCAL } } : {}) });
     }
+    if (opts.fileArchives) runSpec = create(RunSpecSchema, { ...runSpec, fileArchives: opts.fileArchives.map((f) => create(FileArchiveMappingSchema, { archiveHash: f.archiveHash, path: f.path })) });
     const res = await this.rpc.call("ApplyRun", () =>
       this.rpc.runs.applyRun({ projectName: this.client.project, runSpec, currentResourceId, force: opts.force ?? false }),
     );
@@ -356,6 +373,29 @@ export class RunsApi {
       if (e instanceof DstackError && e.kind === "resource_exhausted") throw codeTooLargeError(dir, archive, e.message);
       throw e;
     }
+  }
+
+  /**
+   * Packs each `files:` mapping (local paths relative to `baseDir`) and uploads the archives the
+   * server does not hold yet; pass the result to apply (RunInput.fileArchives or opts).
+   */
+  async uploadFiles(mappings: readonly { localPath: string; path: string }[], baseDir: string, home?: string): Promise<UploadedFileArchive[]> {
+    const out: UploadedFileArchive[] = [];
+    for (const m of mappings) {
+      const archive = await buildFilesArchive(m, baseDir, home);
+      const projectName = this.client.project;
+      const have = await this.rpc.call("GetFileArchive", () => this.rpc.runs.getFileArchive({ projectName, archiveHash: archive.hash }));
+      if (!have.exists) {
+        try {
+          await this.rpc.call("UploadFileArchive", () => this.rpc.runs.uploadFileArchive({ projectName, archiveHash: archive.hash, blob: archive.blob }));
+        } catch (e) {
+          if (e instanceof DstackError && e.kind === "resource_exhausted") throw filesTooLargeError(archive, e.message);
+          throw e;
+        }
+      }
+      out.push({ archiveHash: archive.hash, path: archive.extractTo, localPath: m.localPath, bytes: archive.blob.byteLength, uploaded: !have.exists });
+    }
+    return out;
   }
 
   /**

@@ -3,8 +3,9 @@
 // is deterministic — entries sorted, fixed mtimes, no owner or time fields beyond mtime — so
 // the same tree always has the same SHA-256 and the server stores it once.
 import { createHash } from "node:crypto";
-import { readdir, readFile, lstat } from "node:fs/promises";
-import { join, sep } from "node:path";
+import { copyFile, lstat, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, isAbsolute, join, posix as posixPath, resolve, sep } from "node:path";
 import ignore, { type Ignore } from "ignore";
 import { create as createTar } from "tar";
 import { DstackError } from "./errors.js";
@@ -127,4 +128,59 @@ export function codeTooLargeError(root: string, archive: CodeArchive, serverMess
 /** A stable repo id for a local directory: the same directory gets the same id. */
 export function localRepoId(root: string): string {
   return createHash("sha256").update(posix(root)).digest("hex").slice(0, 16);
+}
+
+/** A `files:` mapping packed for upload: the archive and where the runner extracts it. */
+export interface FilesArchive extends CodeArchive {
+  /** The local path, as written in the configuration. */
+  localPath: string;
+  /** Directory in the container the archive is extracted into (relative = under the working dir). */
+  extractTo: string;
+}
+
+/**
+ * Packs one `files:` mapping. A directory's tree (minus .gitignore/.dstackignore matches and
+ * `.git`, as for code) is extracted into the container path; a file is archived under the
+ * container path's base name and extracted into its directory, so it lands at exactly that path.
+ * `local` is relative to `baseDir` (the configuration's directory) unless absolute; `~` is home.
+ */
+export async function buildFilesArchive(mapping: { localPath: string; path: string }, baseDir: string, home?: string): Promise<FilesArchive> {
+  const expanded = mapping.localPath === "~" || mapping.localPath.startsWith("~/") ? join(home ?? "~", mapping.localPath.slice(1)) : mapping.localPath;
+  const local = isAbsolute(expanded) ? expanded : resolve(baseDir, expanded);
+  let st;
+  try {
+    st = await stat(local);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new DstackError("usage", `files: ${mapping.localPath}: ${code === "ENOENT" ? `no such file or directory (looked for ${local})` : `cannot read (${code ?? String(e)})`}`);
+  }
+  if (st.isDirectory()) return { ...(await buildCodeArchive(local)), localPath: mapping.localPath, extractTo: mapping.path };
+  if (!st.isFile()) throw new DstackError("usage", `files: ${mapping.localPath}: not a regular file or directory`);
+  const name = posixPath.basename(mapping.path);
+  if (!name || name === "." || name === ".." || mapping.path.endsWith("/")) {
+    throw new DstackError("usage", `files: ${mapping.localPath}:${mapping.path}: the container path of a file must end with a file name`);
+  }
+  // The entry must carry the container name: pack a copy of the file under that name.
+  const stage = await mkdtemp(join(tmpdir(), "dstack-files-"));
+  try {
+    await copyFile(local, join(stage, name));
+    const archive = await buildCodeArchive(stage);
+    const parent = posixPath.dirname(mapping.path);
+    return { ...archive, files: [{ path: basename(local), size: st.size }], localPath: mapping.localPath, extractTo: parent };
+  } finally {
+    await rm(stage, { recursive: true, force: true });
+  }
+}
+
+/** The error for a `files:` archive above the server's limit, naming the mapping and its biggest files. */
+export function filesTooLargeError(archive: FilesArchive, serverMessage: string): DstackError {
+  const biggest = [...archive.files].sort((a, b) => b.size - a.size || (a.path < b.path ? -1 : 1)).slice(0, 5);
+  const limit = /limit of (\d+) bytes/.exec(serverMessage)?.[1];
+  const lines = [
+    `files: ${archive.localPath} is ${formatBytes(archive.blob.byteLength)} compressed (${archive.files.length} files), above the server's upload limit${limit ? ` of ${formatBytes(Number(limit))}` : ""}.`,
+    "Biggest files:",
+    ...biggest.map((f) => `  ${formatBytes(f.size).padStart(8)}  ${f.path}`),
+    "Map less (a directory honours .gitignore and .dstackignore), or ask the server admin to raise DSTACK_SERVER_CODE_UPLOAD_LIMIT.",
+  ];
+  return new DstackError("code_too_large", lines.join("\n"));
 }

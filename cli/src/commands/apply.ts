@@ -1,7 +1,7 @@
 // `dstack apply`: validate the configuration, show the plan, ask, upload the code, submit, and
 // (unless -d) attach. Fleets apply to the fleet service; volumes and gateways to theirs.
 import { readFile } from "node:fs/promises";
-import { resolve, relative } from "node:path";
+import { dirname, resolve, relative } from "node:path";
 import type { Command } from "commander";
 import { parseConfiguration, parseEnvItem, type AnyConfig, type FleetConfig, type GatewayConfig, type RunConfig, type VolumeConfig } from "@dstack/proto";
 import { isRunFinished, type Client } from "../client/client.js";
@@ -175,7 +175,13 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
     repoCodeHash = code.hash;
     if (io.stderr.isTTY) io.stderr.write(p.dim(`Uploaded ${code.files.length} files (${formatBytes(code.bytes)})${code.alreadyExists ? ", unchanged" : ""}\n`));
   }
-  const run = await client.runs.apply(stopFirst ? { ...input, ...(repoCodeHash ? { repoCodeHash } : {}) } : plan, {
+  // `files:` local paths are relative to the configuration's directory (stdin: this directory).
+  const configDir = displayName === "<stdin>" ? io.cwd : dirname(resolve(io.cwd, displayName));
+  const fileArchives = config.files.length > 0 ? await client.runs.uploadFiles(config.files, configDir, io.env.HOME) : [];
+  if (io.stderr.isTTY) {
+    for (const f of fileArchives) io.stderr.write(p.dim(`Uploaded files ${f.localPath} (${formatBytes(f.bytes)})${f.uploaded ? "" : ", unchanged"}\n`));
+  }
+  const run = await client.runs.apply(stopFirst ? { ...input, ...(repoCodeHash ? { repoCodeHash } : {}), fileArchives } : plan, {
     ...(repoCodeHash ? { repoCodeHash } : {}),
     force: options.force ?? false,
   });

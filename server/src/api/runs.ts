@@ -125,6 +125,7 @@ function runSpecMessage(s: RunSpecInput & { runName: string }) {
     workingDir: String(s.extra?.workingDir ?? ""),
     sshKeyPub: String(s.extra?.sshKeyPub ?? ""),
     profileName: String(s.extra?.profileName ?? ""),
+    fileArchives: (Array.isArray(s.extra?.fileArchives) ? (s.extra.fileArchives as { archiveHash: string; path: string }[]) : []).map((f) => ({ archiveHash: f.archiveHash, path: f.path })),
   });
 }
 
@@ -250,6 +251,11 @@ export function runHandlers({ services }: HandlerDeps): Partial<ServiceImpl<type
       }
     },
     uploadCode: async (req, ctx) => code.upload(caller(ctx), req.projectName, req.codeHash, req.blob),
+    uploadFileArchive: async (req, ctx) => code.uploadFileArchive(caller(ctx), req.projectName, req.archiveHash, req.blob),
+    getFileArchive: async (req, ctx) => {
+      const size = await code.blobSize(caller(ctx), req.projectName, req.archiveHash);
+      return { exists: size !== null, sizeBytes: BigInt(size ?? 0) };
+    },
   };
 }
 

@@ -4,7 +4,7 @@
 import { collectSecretReferences, type ResourceRequirements, type RunConfig } from "@dstack/proto";
 import { JobStatus, JobTerminationReason, RunStatus, RunTerminationReason, enumName, enumValue } from "../domain/enums.js";
 import { withTransaction, type Em, type Orm } from "../db/database.js";
-import { Job, Member, Project, Run, User, build } from "../db/entities.js";
+import { CodeBlob, Job, Member, Project, Run, User, build } from "../db/entities.js";
 import { err } from "../errors.js";
 import { isGlobalAdmin } from "../auth/permissions.js";
 import type { Clock } from "../scheduler/clock.js";
@@ -265,6 +265,16 @@ export function buildJobSpecs(runName: string, c: RunConfig, spec: Partial<Omit<
   return out;
 }
 
+/** Every `files:` archive the spec names must be in the project already: a run must not fail late on a missing one. */
+async function requireFileArchives(em: Em, project: { id: string; name: string }, spec: RunSpecInput): Promise<void> {
+  const wanted = buildJobSpecs("run", spec.configuration, spec)[0]?.fileArchives ?? [];
+  if (wanted.length === 0) return;
+  const rows = await em.find(CodeBlob, { project: project.id, blobHash: { $in: [...new Set(wanted.map((f) => f.hash))] } }, { fields: ["blobHash"] });
+  const have = new Set(rows.map((r) => r.blobHash));
+  const gone = wanted.find((f) => !have.has(f.hash));
+  if (gone) throw err("DSTACK_FILE_ARCHIVE_NOT_FOUND", { path: gone.path, hash: gone.hash, project: project.name });
+}
+
 type RawRow = { id: string } & Record<string, unknown>;
 // Raw rows differ by driver: SQLite gives epoch-ms numbers and JSON text, PostgreSQL Dates and parsed JSON.
 const date = (v: unknown): Date | null => (v === null || v === undefined ? null : v instanceof Date ? v : new Date(typeof v === "string" && /^\d+$/.test(v) ? Number(v) : (v as string | number)));
@@ -352,6 +362,7 @@ export class RunsService {
       } else {
         runName = await this.generateName(em, project.id);
       }
+      await requireFileArchives(em, project, spec);
       const stored = { ...spec, runName };
       const run = build(Run, {
         project: em.getReference(Project, project.id, { wrapped: true }),

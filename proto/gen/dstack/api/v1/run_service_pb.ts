@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dstack/api/v1/run_service.proto.
  */
 export const file_dstack_api_v1_run_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9kc3RhY2svYXBpL3YxL3J1bl9zZXJ2aWNlLnByb3RvEg1kc3RhY2suYXBpLnYxIpEBChFHZXRSdW5QbGFuUmVxdWVzdBIUCgxwcm9qZWN0X25hbWUYASABKAkSKAoIcnVuX3NwZWMYAiABKAsyFi5kc3RhY2suYXBpLnYxLlJ1blNwZWMSEgoKbWF4X29mZmVycxgDIAEoDRITCgtmdWxsX29mZmVycxgEIAEoCBITCgt1bmFsbG9jYXRlZBgFIAEoCCI6ChJHZXRSdW5QbGFuUmVzcG9uc2USJAoEcGxhbhgBIAEoCzIWLmRzdGFjay5hcGkudjEuUnVuUGxhbiJ9Cg9BcHBseVJ1blJlcXVlc3QSFAoMcHJvamVjdF9uYW1lGAEgASgJEigKCHJ1bl9zcGVjGAIgASgLMhYuZHN0YWNrLmFwaS52MS5SdW5TcGVjEhsKE2N1cnJlbnRfcmVzb3VyY2VfaWQYAyABKAkSDQoFZm9yY2UYBCABKAgiMwoQQXBwbHlSdW5SZXNwb25zZRIfCgNydW4YASABKAsyEi5kc3RhY2suYXBpLnYxLlJ1biK3AQoPTGlzdFJ1bnNSZXF1ZXN0EhQKDHByb2plY3RfbmFtZRgBIAEoCRIPCgdyZXBvX2lkGAIgASgJEhAKCHVzZXJuYW1lGAMgASgJEhMKC29ubHlfYWN0aXZlGAQgASgIEhQKDGluY2x1ZGVfam9icxgFIAEoCBIdChVqb2Jfc3VibWlzc2lvbnNfbGltaXQYBiABKA0SDQoFbGltaXQYByABKA0SEgoKcGFnZV90b2tlbhgIIAEoCSJNChBMaXN0UnVuc1Jlc3BvbnNlEiAKBHJ1bnMYASADKAsyEi5kc3RhY2suYXBpLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiTgoNR2V0UnVuUmVxdWVzdBIUCgxwcm9qZWN0X25hbWUYASABKAkSEgoIcnVuX25hbWUYAiABKAlIABIMCgJpZBgDIAEoCUgAQgUKA3J1biIxCg5HZXRSdW5SZXNwb25zZRIfCgNydW4YASABKAsyEi5kc3RhY2suYXBpLnYxLlJ1biJJCg9TdG9wUnVuc1JlcXVlc3QSFAoMcHJvamVjdF9uYW1lGAEgASgJEhEKCXJ1bl9uYW1lcxgCIAMoCRINCgVhYm9ydBgDIAEoCCISChBTdG9wUnVuc1Jlc3BvbnNlIjwKEURlbGV0ZVJ1bnNSZXF1ZXN0EhQKDHByb2plY3RfbmFtZRgBIAEoCRIRCglydW5fbmFtZXMYAiADKAkiFAoSRGVsZXRlUnVuc1Jlc3BvbnNlImYKEFdhdGNoUnVuc1JlcXVlc3QSFAoMcHJvamVjdF9uYW1lGAEgASgJEhEKCXJ1bl9uYW1lcxgCIAMoCRITCgtvbmx5X2FjdGl2ZRgDIAEoCBIUCgxpbmNsdWRlX2pvYnMYBCABKAgigAEKEVdhdGNoUnVuc1Jlc3BvbnNlEh8KA3J1bhgBIAEoCzISLmRzdGFjay5hcGkudjEuUnVuEhoKEmluaXRpYWxfc3RhdGVfc2VudBgCIAEoCBIuCgpjaGFuZ2VkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJbChFVcGxvYWRDb2RlUmVxdWVzdBIUCgxwcm9qZWN0X25hbWUYASABKAkSDwoHcmVwb19pZBgCIAEoCRIRCgljb2RlX2hhc2gYAyABKAkSDAoEYmxvYhgEIAEoDCIsChJVcGxvYWRDb2RlUmVzcG9uc2USFgoOYWxyZWFkeV9leGlzdHMYASABKAgiPgoYVXBsb2FkRmlsZUFyY2hpdmVSZXF1ZXN0EhQKDGFyY2hpdmVfaGFzaBgBIAEoCRIMCgRibG9iGAIgASgMIjMKGVVwbG9hZEZpbGVBcmNoaXZlUmVzcG9uc2USFgoOYWxyZWFkeV9leGlzdHMYASABKAgy7QUKClJ1blNlcnZpY2USUQoKR2V0UnVuUGxhbhIgLmRzdGFjay5hcGkudjEuR2V0UnVuUGxhblJlcXVlc3QaIS5kc3RhY2suYXBpLnYxLkdldFJ1blBsYW5SZXNwb25zZRJLCghBcHBseVJ1bhIeLmRzdGFjay5hcGkudjEuQXBwbHlSdW5SZXF1ZXN0Gh8uZHN0YWNrLmFwaS52MS5BcHBseVJ1blJlc3BvbnNlEksKCExpc3RSdW5zEh4uZHN0YWNrLmFwaS52MS5MaXN0UnVuc1JlcXVlc3QaHy5kc3RhY2suYXBpLnYxLkxpc3RSdW5zUmVzcG9uc2USRQoGR2V0UnVuEhwuZHN0YWNrLmFwaS52MS5HZXRSdW5SZXF1ZXN0Gh0uZHN0YWNrLmFwaS52MS5HZXRSdW5SZXNwb25zZRJLCghTdG9wUnVucxIeLmRzdGFjay5hcGkudjEuU3RvcFJ1bnNSZXF1ZXN0Gh8uZHN0YWNrLmFwaS52MS5TdG9wUnVuc1Jlc3BvbnNlElEKCkRlbGV0ZVJ1bnMSIC5kc3RhY2suYXBpLnYxLkRlbGV0ZVJ1bnNSZXF1ZXN0GiEuZHN0YWNrLmFwaS52MS5EZWxldGVSdW5zUmVzcG9uc2USUAoJV2F0Y2hSdW5zEh8uZHN0YWNrLmFwaS52MS5XYXRjaFJ1bnNSZXF1ZXN0GiAuZHN0YWNrLmFwaS52MS5XYXRjaFJ1bnNSZXNwb25zZTABElEKClVwbG9hZENvZGUSIC5kc3RhY2suYXBpLnYxLlVwbG9hZENvZGVSZXF1ZXN0GiEuZHN0YWNrLmFwaS52MS5VcGxvYWRDb2RlUmVzcG9uc2USZgoRVXBsb2FkRmlsZUFyY2hpdmUSJy5kc3RhY2suYXBpLnYxLlVwbG9hZEZpbGVBcmNoaXZlUmVxdWVzdBooLmRzdGFjay5hcGkudjEuVXBsb2FkRmlsZUFyY2hpdmVSZXNwb25zZWIGcHJvdG8z", [file_dstack_api_v1_run, file_google_protobuf_timestamp]);
+  fileDesc("Ch9kc3RhY2svYXBpL3YxL3J1bl9zZXJ2aWNlLnByb3RvEg1kc3RhY2suYXBpLnYxIpEBChFHZXRSdW5QbGFuUmVxdWVzdBIUCgxwcm9qZWN0X25hbWUYASABKAkSKAoIcnVuX3NwZWMYAiABKAsyFi5kc3RhY2suYXBpLnYxLlJ1blNwZWMSEgoKbWF4X29mZmVycxgDIAEoDRITCgtmdWxsX29mZmVycxgEIAEoCBITCgt1bmFsbG9jYXRlZBgFIAEoCCI6ChJHZXRSdW5QbGFuUmVzcG9uc2USJAoEcGxhbhgBIAEoCzIWLmRzdGFjay5hcGkudjEuUnVuUGxhbiJ9Cg9BcHBseVJ1blJlcXVlc3QSFAoMcHJvamVjdF9uYW1lGAEgASgJEigKCHJ1bl9zcGVjGAIgASgLMhYuZHN0YWNrLmFwaS52MS5SdW5TcGVjEhsKE2N1cnJlbnRfcmVzb3VyY2VfaWQYAyABKAkSDQoFZm9yY2UYBCABKAgiMwoQQXBwbHlSdW5SZXNwb25zZRIfCgNydW4YASABKAsyEi5kc3RhY2suYXBpLnYxLlJ1biK3AQoPTGlzdFJ1bnNSZXF1ZXN0EhQKDHByb2plY3RfbmFtZRgBIAEoCRIPCgdyZXBvX2lkGAIgASgJEhAKCHVzZXJuYW1lGAMgASgJEhMKC29ubHlfYWN0aXZlGAQgASgIEhQKDGluY2x1ZGVfam9icxgFIAEoCBIdChVqb2Jfc3VibWlzc2lvbnNfbGltaXQYBiABKA0SDQoFbGltaXQYByABKA0SEgoKcGFnZV90b2tlbhgIIAEoCSJNChBMaXN0UnVuc1Jlc3BvbnNlEiAKBHJ1bnMYASADKAsyEi5kc3RhY2suYXBpLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiTgoNR2V0UnVuUmVxdWVzdBIUCgxwcm9qZWN0X25hbWUYASABKAkSEgoIcnVuX25hbWUYAiABKAlIABIMCgJpZBgDIAEoCUgAQgUKA3J1biIxCg5HZXRSdW5SZXNwb25zZRIfCgNydW4YASABKAsyEi5kc3RhY2suYXBpLnYxLlJ1biJJCg9TdG9wUnVuc1JlcXVlc3QSFAoMcHJvamVjdF9uYW1lGAEgASgJEhEKCXJ1bl9uYW1lcxgCIAMoCRINCgVhYm9ydBgDIAEoCCISChBTdG9wUnVuc1Jlc3BvbnNlIjwKEURlbGV0ZVJ1bnNSZXF1ZXN0EhQKDHByb2plY3RfbmFtZRgBIAEoCRIRCglydW5fbmFtZXMYAiADKAkiFAoSRGVsZXRlUnVuc1Jlc3BvbnNlImYKEFdhdGNoUnVuc1JlcXVlc3QSFAoMcHJvamVjdF9uYW1lGAEgASgJEhEKCXJ1bl9uYW1lcxgCIAMoCRITCgtvbmx5X2FjdGl2ZRgDIAEoCBIUCgxpbmNsdWRlX2pvYnMYBCABKAgigAEKEVdhdGNoUnVuc1Jlc3BvbnNlEh8KA3J1bhgBIAEoCzISLmRzdGFjay5hcGkudjEuUnVuEhoKEmluaXRpYWxfc3RhdGVfc2VudBgCIAEoCBIuCgpjaGFuZ2VkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJbChFVcGxvYWRDb2RlUmVxdWVzdBIUCgxwcm9qZWN0X25hbWUYASABKAkSDwoHcmVwb19pZBgCIAEoCRIRCgljb2RlX2hhc2gYAyABKAkSDAoEYmxvYhgEIAEoDCIsChJVcGxvYWRDb2RlUmVzcG9uc2USFgoOYWxyZWFkeV9leGlzdHMYASABKAgiVAoYVXBsb2FkRmlsZUFyY2hpdmVSZXF1ZXN0EhQKDGFyY2hpdmVfaGFzaBgBIAEoCRIMCgRibG9iGAIgASgMEhQKDHByb2plY3RfbmFtZRgDIAEoCSIzChlVcGxvYWRGaWxlQXJjaGl2ZVJlc3BvbnNlEhYKDmFscmVhZHlfZXhpc3RzGAEgASgIIkMKFUdldEZpbGVBcmNoaXZlUmVxdWVzdBIUCgxwcm9qZWN0X25hbWUYASABKAkSFAoMYXJjaGl2ZV9oYXNoGAIgASgJIjwKFkdldEZpbGVBcmNoaXZlUmVzcG9uc2USDgoGZXhpc3RzGAEgASgIEhIKCnNpemVfYnl0ZXMYAiABKAQyzAYKClJ1blNlcnZpY2USUQoKR2V0UnVuUGxhbhIgLmRzdGFjay5hcGkudjEuR2V0UnVuUGxhblJlcXVlc3QaIS5kc3RhY2suYXBpLnYxLkdldFJ1blBsYW5SZXNwb25zZRJLCghBcHBseVJ1bhIeLmRzdGFjay5hcGkudjEuQXBwbHlSdW5SZXF1ZXN0Gh8uZHN0YWNrLmFwaS52MS5BcHBseVJ1blJlc3BvbnNlEksKCExpc3RSdW5zEh4uZHN0YWNrLmFwaS52MS5MaXN0UnVuc1JlcXVlc3QaHy5kc3RhY2suYXBpLnYxLkxpc3RSdW5zUmVzcG9uc2USRQoGR2V0UnVuEhwuZHN0YWNrLmFwaS52MS5HZXRSdW5SZXF1ZXN0Gh0uZHN0YWNrLmFwaS52MS5HZXRSdW5SZXNwb25zZRJLCghTdG9wUnVucxIeLmRzdGFjay5hcGkudjEuU3RvcFJ1bnNSZXF1ZXN0Gh8uZHN0YWNrLmFwaS52MS5TdG9wUnVuc1Jlc3BvbnNlElEKCkRlbGV0ZVJ1bnMSIC5kc3RhY2suYXBpLnYxLkRlbGV0ZVJ1bnNSZXF1ZXN0GiEuZHN0YWNrLmFwaS52MS5EZWxldGVSdW5zUmVzcG9uc2USUAoJV2F0Y2hSdW5zEh8uZHN0YWNrLmFwaS52MS5XYXRjaFJ1bnNSZXF1ZXN0GiAuZHN0YWNrLmFwaS52MS5XYXRjaFJ1bnNSZXNwb25zZTABElEKClVwbG9hZENvZGUSIC5kc3RhY2suYXBpLnYxLlVwbG9hZENvZGVSZXF1ZXN0GiEuZHN0YWNrLmFwaS52MS5VcGxvYWRDb2RlUmVzcG9uc2USZgoRVXBsb2FkRmlsZUFyY2hpdmUSJy5kc3RhY2suYXBpLnYxLlVwbG9hZEZpbGVBcmNoaXZlUmVxdWVzdBooLmRzdGFjay5hcGkudjEuVXBsb2FkRmlsZUFyY2hpdmVSZXNwb25zZRJdCg5HZXRGaWxlQXJjaGl2ZRIkLmRzdGFjay5hcGkudjEuR2V0RmlsZUFyY2hpdmVSZXF1ZXN0GiUuZHN0YWNrLmFwaS52MS5HZXRGaWxlQXJjaGl2ZVJlc3BvbnNlYgZwcm90bzM", [file_dstack_api_v1_run, file_google_protobuf_timestamp]);
 
 /**
  * Input of RunService.GetRunPlan.
@@ -565,6 +565,13 @@ export type UploadFileArchiveRequest = Message<"dstack.api.v1.UploadFileArchiveR
    * @generated from field: bytes blob = 2;
    */
   blob: Uint8Array;
+
+  /**
+   * Name of the project the archive is stored in.
+   *
+   * @generated from field: string project_name = 3;
+   */
+  projectName: string;
 };
 
 /**
@@ -594,6 +601,62 @@ export type UploadFileArchiveResponse = Message<"dstack.api.v1.UploadFileArchive
  */
 export const UploadFileArchiveResponseSchema: GenMessage<UploadFileArchiveResponse> = /*@__PURE__*/
   messageDesc(file_dstack_api_v1_run_service, 17);
+
+/**
+ * Input of RunService.GetFileArchive.
+ *
+ * @generated from message dstack.api.v1.GetFileArchiveRequest
+ */
+export type GetFileArchiveRequest = Message<"dstack.api.v1.GetFileArchiveRequest"> & {
+  /**
+   * Name of the project.
+   *
+   * @generated from field: string project_name = 1;
+   */
+  projectName: string;
+
+  /**
+   * SHA-256 of the archive, hex.
+   *
+   * @generated from field: string archive_hash = 2;
+   */
+  archiveHash: string;
+};
+
+/**
+ * Describes the message dstack.api.v1.GetFileArchiveRequest.
+ * Use `create(GetFileArchiveRequestSchema)` to create a new message.
+ */
+export const GetFileArchiveRequestSchema: GenMessage<GetFileArchiveRequest> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_run_service, 18);
+
+/**
+ * Output of RunService.GetFileArchive.
+ *
+ * @generated from message dstack.api.v1.GetFileArchiveResponse
+ */
+export type GetFileArchiveResponse = Message<"dstack.api.v1.GetFileArchiveResponse"> & {
+  /**
+   * True if the project holds an archive with this hash.
+   *
+   * @generated from field: bool exists = 1;
+   */
+  exists: boolean;
+
+  /**
+   * Its size in bytes (0 when it does not exist).
+   *
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message dstack.api.v1.GetFileArchiveResponse.
+ * Use `create(GetFileArchiveResponseSchema)` to create a new message.
+ */
+export const GetFileArchiveResponseSchema: GenMessage<GetFileArchiveResponse> = /*@__PURE__*/
+  messageDesc(file_dstack_api_v1_run_service, 19);
 
 /**
  * Plans, submits, lists, watches and stops runs, and receives their code.
@@ -692,6 +755,16 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof UploadFileArchiveRequestSchema;
     output: typeof UploadFileArchiveResponseSchema;
+  },
+  /**
+   * Tells whether the project already holds a `files:` archive, so a client uploads only what is missing.
+   *
+   * @generated from rpc dstack.api.v1.RunService.GetFileArchive
+   */
+  getFileArchive: {
+    methodKind: "unary";
+    input: typeof GetFileArchiveRequestSchema;
+    output: typeof GetFileArchiveResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dstack_api_v1_run_service, 0);
