@@ -184,6 +184,7 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
   const run = await client.runs.apply(stopFirst ? { ...input, ...(repoCodeHash ? { repoCodeHash } : {}), fileArchives } : plan, {
     ...(repoCodeHash ? { repoCodeHash } : {}),
     force: options.force ?? false,
+    fileArchives,
   });
   const runName = run.runSpec?.runName ?? name;
   if (options.detach) {
