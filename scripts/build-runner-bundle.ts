@@ -1,12 +1,16 @@
 // Builds the portable runner bundle, build/runner-bundle/ (layout: scripts/portable-bundle.ts):
-// runner.js, bin/node, lib/, bundle.json, package.json.
+// runner.js, bin/node, lib/, bundle.json, package.json, and node_modules/node-pty (the PTY addon
+// for attachable jobs: its JS and build/Release/pty.node, found by `require("node-pty")` from
+// runner.js; it dlopens through the bundled loader's --library-path like Node itself).
 //
 // Mounted read-only into any image (no Node, no glibc needed) and started as
 //   <dir>/lib/ld-linux-x86-64.so.2 --library-path <dir>/lib <dir>/bin/node <dir>/runner.js
 // (bundle.json's argv, relative to the bundle dir; the shim prefixes its mount point).
 //
 // Skips all work when the inputs' hash matches the stamp of the last build (`--force` rebuilds).
-import { join } from "node:path";
+import { cpSync, existsSync, mkdirSync, readdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildPortableBundle, REPO, runAsScript, type PortableBundleSpec } from "./portable-bundle.js";
 
@@ -14,15 +18,31 @@ export { parseLdd } from "./portable-bundle.js";
 
 export const RUNNER_BUNDLE_DIR = join(REPO, "build", "runner-bundle");
 
+/** node-pty's package dir, as agent-runner resolves it. */
+const NODE_PTY_DIR = dirname(createRequire(join(REPO, "agent-runner", "package.json")).resolve("node-pty/package.json"));
+const NODE_PTY_ADDON = join(NODE_PTY_DIR, "build", "Release", "pty.node");
+
+/** Copies what `require("node-pty")` needs on Linux: package.json, lib/*.js (tests aside), the addon. */
+function copyNodePty(bundleDir: string): void {
+  if (!existsSync(NODE_PTY_ADDON)) throw new Error(`node-pty's addon ${NODE_PTY_ADDON} is missing (npm install builds it)`);
+  const dest = join(bundleDir, "node_modules", "node-pty");
+  mkdirSync(join(dest, "build", "Release"), { recursive: true });
+  cpSync(join(NODE_PTY_DIR, "package.json"), join(dest, "package.json"));
+  cpSync(join(NODE_PTY_DIR, "lib"), join(dest, "lib"), { recursive: true, filter: (src) => !/\.(test\.js|map)$/.test(src) && !/windows|conpty/i.test(src) });
+  cpSync(NODE_PTY_ADDON, join(dest, "build", "Release", "pty.node"));
+  if (!readdirSync(join(dest, "lib")).includes("index.js")) throw new Error("node-pty's lib/index.js was not copied");
+}
+
 export const RUNNER_BUNDLE: PortableBundleSpec = {
   label: "runner",
   outDir: RUNNER_BUNDLE_DIR,
   entry: join(REPO, "agent-runner", "src", "entry.ts"),
   script: "runner.js",
   inputDirs: ["agent-runner/src", "proto/src", "proto/gen"],
-  inputFiles: [join(REPO, "agent-runner", "package.json"), fileURLToPath(import.meta.url)],
-  // node-pty's native addon is not bundled; the runner uses plain pipes.
+  inputFiles: [join(REPO, "agent-runner", "package.json"), fileURLToPath(import.meta.url), NODE_PTY_ADDON],
+  // A native addon cannot be inlined: it ships beside runner.js in node_modules/node-pty.
   external: ["node-pty"],
+  extraFiles: (dir) => copyNodePty(dir),
   manifest: async () => {
     const { RUNNER_VERSION } = await import("../agent-runner/src/version.js");
     return { name: "dstack-runner", version: RUNNER_VERSION };

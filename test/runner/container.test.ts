@@ -150,3 +150,47 @@ describe("runner in a container", () => {
     expect(m.data.text(s.jobId, "stdout")).toBe("ready\ncleaned up\n");
   });
 });
+
+describe("runner in a container: attachable jobs under a pseudo-terminal (node-pty from the bundle)", () => {
+  /** Resolves once the job's stdout contains `text`. */
+  const printed = (s: Started, text: string) =>
+    failFast(
+      s,
+      new Promise<void>((ok) => {
+        const t = setInterval(() => m.data.text(s.jobId, "stdout").includes(text) && (clearInterval(t), ok()), 20);
+      }),
+    );
+
+  it("busybox: the commands see a terminal of a sane size, stderr is logged as stdout, and a stop's SIGTERM reaches the group", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.busybox);
+    await submit(s, { tty: true, commands: ["tty", "stty size", "echo to-stderr >&2", "trap 'echo got TERM; exit 7' TERM", "echo ready", "while :; do sleep 1; done"] });
+    await printed(s, "ready");
+    await failFast(s, m.f.mesh.links.runner(s.jobId).call({ case: "stopJob", value: { grace: durationFromMs(30_000), reason: JobTerminationReason.TERMINATED_BY_USER } as never }));
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.TERMINATED, terminationReason: JobTerminationReason.TERMINATED_BY_USER, exitStatus: 7 });
+    expect((await s.ended).exitCode).toBe(0);
+    const out = m.data.text(s.jobId, "stdout");
+    // busybox sh may report its killed `sleep` on the terminal before the trap runs.
+    expect(out).toMatch(/^\/dev\/pts\/\d+\n50 160\nto-stderr\nready\n(.*Terminated\n)?got TERM\n$/);
+    expect(m.data.text(s.jobId, "stderr")).toBe("");
+    expect(m.data.text(s.jobId, "runner")).toMatch(/running \/bin\/sh as root \(uid 0\) in \/workflow, pid \d+ on \/dev\/pts\/\d+/);
+  });
+
+  it("glibc (bash): a terminal for every stream, and the exit status arrives", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.glibc);
+    await submit(s, { tty: true, commands: ["tty", "stty size", "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-terminals", "echo $TERM", "exit 3"] });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.FAILED, exitStatus: 3, terminationReason: JobTerminationReason.CONTAINER_EXITED_WITH_ERROR });
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toMatch(/^\/dev\/pts\/\d+\n50 160\nall-terminals\nxterm-256color\n$/);
+  });
+
+  it("without tty the same commands see pipes (no terminal)", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.busybox);
+    await submit(s, { commands: ["tty || true", "echo to-stderr >&2"] });
+    await failFast(s, m.finalState(s.jobId));
+    await s.ended;
+    expect(m.data.text(s.jobId, "stdout")).toBe("not a tty\n");
+    expect(m.data.text(s.jobId, "stderr")).toBe("to-stderr\n");
+  });
+});

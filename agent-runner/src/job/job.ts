@@ -13,7 +13,7 @@ import { downloadBlob } from "../code/download.js";
 import { extractArchive } from "../code/extract.js";
 import { prepareGitRepo } from "../code/git.js";
 import { composeEnv, type ClusterFacts } from "../exec/env.js";
-import { JobProcess, type Exit } from "../exec/process.js";
+import { DEFAULT_TTY_SIZE, JobProcess, type Exit } from "../exec/process.js";
 import { jobArgv } from "../exec/shell.js";
 import { resolveUser, UserError, type ResolvedUser } from "../exec/user.js";
 import { LineSplitter } from "../logs/splitter.js";
@@ -161,14 +161,20 @@ export class Job {
     const self = this.deps.selfUid ?? process.getuid?.() ?? 0;
     let proc: JobProcess;
     try {
-      proc = await JobProcess.start({ argv, cwd: this.workingDir, env, ...(uid !== self || gid !== (process.getgid?.() ?? 0) ? { uid, gid } : {}) });
+      proc = await JobProcess.start({
+        argv,
+        cwd: this.workingDir,
+        env,
+        ...(uid !== self || gid !== (process.getgid?.() ?? 0) ? { uid, gid } : {}),
+        ...(spec.tty ? { tty: DEFAULT_TTY_SIZE } : {}),
+      });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       const why = err.code === "ENOENT" ? `${argv[0]} does not exist in the image` : err.message;
       return this.finish(JobState.FAILED, JobTerminationReason.EXECUTOR_ERROR, `cannot start the commands: ${why}`);
     }
     this.proc = proc;
-    this.deps.diag(`running ${argv[0]} as ${this.user.username} (uid ${uid}) in ${this.workingDir}, pid ${proc.pid}`);
+    this.deps.diag(`running ${argv[0]} as ${this.user.username} (uid ${uid}) in ${this.workingDir}, pid ${proc.pid}${proc.ttyName ? ` on ${proc.ttyName}` : ""}`);
     this.emit(JobState.RUNNING);
     if (this.stopping) void proc.stop(this.stopGraceMs);
     const out = new LineSplitter((d) => this.deps.output(LogStream.STDOUT, d), this.deps.partialFlushMs);

@@ -97,6 +97,12 @@ describe("agent commands", () => {
     expect(j.clusterInfo).toMatchObject({ jobIps: ["10.1.0.7"], masterJobIp: "10.1.0.7", gpusPerJob: 4, nodeRank: 0, nodesNum: 1, gpusNum: 4 });
   });
 
+  it("SubmitJob asks for a terminal for dev environments only (where a person attaches)", () => {
+    const dev = buildJobSpecs("dev", parseConfiguration("type: dev-environment\nide: vscode\n", ".dstack.yml") as RunConfig, {})[0]!;
+    expect(submitJobCommand({ ...view("image: img\n"), spec: dev }, { env: {}, secrets: {} }).tty).toBe(true);
+    expect(submitJobCommand(view("image: img\ncommands: [a]\n"), { env: {}, secrets: {} }).tty).toBe(false);
+  });
+
   it("the container accepts the run's ssh_key_pub and the submitting user's keys, each once", () => {
     const cli = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIcli dstack";
     const mine = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABmine me@laptop";

@@ -182,5 +182,7 @@ export function submitJobCommand(v: JobAgentView, o: { env: Record<string, strin
     },
     ...(s.maxDuration !== null ? { maxDuration: { seconds: BigInt(s.maxDuration) } } : {}),
     authorizedKeys: authorizedKeysOf(v, o.userSshKeys),
+    // A dev environment is where a person attaches: its commands get a terminal.
+    tty: s.runType === "dev-environment",
   });
 }
