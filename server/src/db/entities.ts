@@ -123,6 +123,8 @@ export class Run extends Base {
   resubmissionAttempt = 0;
   /** Cron runs: the current (or next) trigger time. */
   nextTriggeredAt: Date | null = null;
+  /** Services: bumped by each in-place update; replicas of older deployments are rolled over. */
+  deploymentNum = 0;
 }
 
 export class Job extends Base {
@@ -149,6 +151,10 @@ export class Job extends Base {
   runningAt: Date | null = null;
   /** Terminating jobs are finalized (force-stopped) at this time: the `stop_duration` grace. */
   removeAt: Date | null = null;
+  /** When its runner first linked home; a job placed too long without it fails (waiting_runner_limit). */
+  runnerLinkedAt: Date | null = null;
+  /** The run's deployment this submission runs (services' rolling updates). */
+  deploymentNum = 0;
 }
 
 export class JoinToken extends Base {
@@ -320,6 +326,7 @@ export const RunSchema = new EntitySchema<Run, Base>({
     priority: { type: "integer", default: 0 },
     resubmissionAttempt: { type: "integer", default: 0 },
     nextTriggeredAt: { type: DateTimeType, nullable: true },
+    deploymentNum: { type: "integer", default: 0 },
   },
 });
 
@@ -347,6 +354,8 @@ export const JobSchema = new EntitySchema<Job, Base>({
     blocks: { type: "integer", default: 0 },
     runningAt: { type: DateTimeType, nullable: true },
     removeAt: { type: DateTimeType, nullable: true },
+    runnerLinkedAt: { type: DateTimeType, nullable: true },
+    deploymentNum: { type: "integer", default: 0 },
   },
 });
 
