@@ -6,7 +6,8 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { GetTaskCommandSchema, GetTaskResultSchema, PingCommandSchema, TaskInfoSchema, TaskState } from "@dstack/proto/agent";
 import { LinkCallError, backoffDelay } from "@dstack/proto/link";
-import { enrollShim, once, simShim, startMesh, type MeshFixture } from "./harness.js";
+import { DEFAULT_LINK_SETTINGS, Links } from "../../server/src/mesh/index.js";
+import { FAST_LINK, enrollShim, once, simShim, startMesh, type MeshFixture } from "./harness.js";
 
 const ping = () => ({ case: "ping" as const, value: create(PingCommandSchema) });
 
@@ -180,6 +181,73 @@ describe("mesh: links", () => {
     await shim.link.close();
     for (const s of frozen) s.destroy();
     proxy.close();
+  });
+
+  it("a busy link carries no heartbeats: commands one way and replies the other prove both ends alive", async () => {
+    const { home, instanceId } = await enrollShim(f);
+    const shim = simShim(home, [], { heartbeatIntervalMs: 100 });
+    await shim.link.waitConnected();
+    const link = f.mesh.links.shim(instanceId);
+    let serverBeats = 0;
+    const beat = link.heartbeat.bind(link);
+    link.heartbeat = () => (serverBeats++, beat());
+    let heard = 0;
+    const seen = f.mesh.links.seen.bind(f.mesh.links);
+    f.mesh.links.seen = (l) => (l === link && heard++, seen(l));
+    try {
+      // Idle for 1 s: heartbeats both ways, one per 100 ms period.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(serverBeats).toBeGreaterThanOrEqual(7);
+      expect(heard).toBeGreaterThanOrEqual(7);
+      // Busy for 1 s: a ping every 30 ms, each answered; the traffic stands in for heartbeats.
+      serverBeats = heard = 0;
+      let calls = 0;
+      const until = performance.now() + 1000;
+      while (performance.now() < until) {
+        await link.call(ping());
+        calls++;
+        await new Promise((r) => setTimeout(r, 30));
+      }
+      expect(serverBeats).toBeLessThanOrEqual(1);
+      expect(heard - calls).toBeLessThanOrEqual(1); // replies only, give or take one heartbeat
+      expect(link.reachable).toBe(true);
+    } finally {
+      delete (f.mesh.links as { seen?: unknown }).seen;
+      await shim.link.close();
+    }
+  });
+
+  it("stretches the heartbeat period past maxHeartbeatsPerSecond links, as Nomad stretches its TTL", async () => {
+    const links = new Links(DEFAULT_LINK_SETTINGS);
+    expect(links.heartbeatIntervalFor(1)).toBe(5_000);
+    expect(links.heartbeatIntervalFor(5_000)).toBe(5_000);
+    expect(links.heartbeatIntervalFor(7_500)).toBe(8_000); // whole seconds: LinkAccepted says seconds
+    expect(links.heartbeatIntervalFor(10_000)).toBe(10_000);
+    links.close();
+    // Real links: at most 1 heartbeat/s, so the second link is told 2 s and the server expects that.
+    await f.restart({ link: { ...FAST_LINK, heartbeatIntervalMs: 1000, maxHeartbeatsPerSecond: 1 } });
+    try {
+      const a = await enrollShim(f);
+      const b = await enrollShim(f);
+      const sa = simShim(a.home);
+      await sa.link.waitConnected();
+      const sb = simShim(b.home);
+      await sb.link.waitConnected();
+      expect(f.mesh.links.shim(a.instanceId).heartbeatMs).toBe(1000);
+      expect(f.mesh.links.shim(b.instanceId).heartbeatMs).toBe(2000);
+      expect(f.mesh.links.connectedCount).toBe(2);
+      // The agent follows the announced 2 s: after 5 s (2.5 periods) it is still reachable and linked.
+      let unreachable = 0;
+      f.mesh.links.on("unreachable", () => unreachable++);
+      await new Promise((r) => setTimeout(r, 5000));
+      expect(unreachable).toBe(0);
+      expect(f.mesh.links.shim(b.instanceId).connected).toBe(true);
+      await sa.link.close();
+      await sb.link.close();
+      expect(f.mesh.links.connectedCount).toBe(0);
+    } finally {
+      await f.restart();
+    }
   });
 
   it("renews its certificate over the link before it expires", async () => {

