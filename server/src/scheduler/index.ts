@@ -9,7 +9,7 @@ import type { Settings } from "../settings.js";
 import { realClock, type Clock } from "./clock.js";
 import type { DomainEvent } from "./events.js";
 
-export type WakeKind = "job" | "run";
+export type WakeKind = "job" | "run" | "instance";
 
 export interface SchedulerOptions {
   orm: Orm;
@@ -67,7 +67,7 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
   const run = async (kind: WakeKind, id: string): Promise<void> => {
     const k = `${kind}:${id}`;
     try {
-      const r = kind === "job" ? await services.jobs.processJob(id) : await services.jobs.processRun(id);
+      const r = kind === "job" ? await services.jobs.processJob(id) : kind === "run" ? await services.jobs.processRun(id) : await services.instances.processInstance(id);
       arm(k, kind, id, r.nextAt);
     } catch (e) {
       onError(e, kind, id);
@@ -104,6 +104,8 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     if (e.kind === "job") wake("job", e.id);
     else if (e.kind === "run") wake("run", e.id);
     else if (e.kind === "instance" || e.kind === "fleet") {
+      // An instance that became idle arms its idle_duration timer (a busy one disarms it).
+      if (e.kind === "instance") wake("instance", e.id);
       // Capacity changed: jobs waiting in that project get another look.
       const p = services.jobs.waitingJobIds(e.projectId).then((ids) => ids.forEach((id) => wake("job", id)), (er) => onError(er, "job", "*"));
       inFlight.add(p);
@@ -120,6 +122,8 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     const { jobs, runs } = await services.jobs.activeIds(all ? undefined : new Date(Date.now() - sweepMs));
     for (const id of jobs) wake("job", id);
     for (const id of runs) wake("run", id);
+    // Idle timers live in memory: at start every idle instance gets its timer back.
+    if (all) for (const id of await services.instances.idleInstanceIds()) wake("instance", id);
   };
 
   return {

@@ -62,7 +62,7 @@ export function createServices(orm: Orm, settings: Settings, opts: ServiceOption
   const clock = opts.clock ?? realClock;
   const offers = new OffersService(orm, projects);
   const fleets = new FleetsService(orm, projects, bus, clock);
-  const instances = new InstancesService(orm, projects);
+  const instances = new InstancesService(orm, projects, bus, clock);
   const runs = new RunsService(orm, projects, offers, bus, clock);
   const jobs = new JobsService(orm, offers, bus, clock);
   const logs = new LogsService(orm, projects, bus, settings.homeDir);
