@@ -117,20 +117,29 @@ function ipBytes(ip: string): Buffer {
   return Buffer.from(groups.map((g) => g.padStart(4, "0")).join(""), "hex");
 }
 
+/** The issuer's parsed key, name and key id, kept for the last issuer: a CA signs thousands of leaves. */
+let lastIssuer: { certPem: string; privateKeyPem: string; signer: KeyObject; name: Buffer; keyId: Buffer } | null = null;
+function issuerOf(i: { certPem: string; privateKeyPem: string }) {
+  if (lastIssuer?.certPem !== i.certPem || lastIssuer.privateKeyPem !== i.privateKeyPem) {
+    const cert = new X509Certificate(i.certPem);
+    lastIssuer = { ...i, signer: createPrivateKey(i.privateKeyPem), name: tbsField(cert, 5), keyId: Buffer.from(keyId(cert.publicKey)) };
+  }
+  return lastIssuer;
+}
+
 /** Signs a certificate. Returns PEM. */
 export function issueCertificate(o: IssueOptions): string {
   const self = o.issuer === "self";
-  const issuerCert = self ? undefined : new X509Certificate((o.issuer as { certPem: string }).certPem);
-  const signer = createPrivateKey(self ? o.selfKeyPem! : (o.issuer as { privateKeyPem: string }).privateKeyPem);
-  const issuerName = self ? name(o.subject) : tbsField(issuerCert!, 5);
-  const authorityKey = self ? o.subjectKey : issuerCert!.publicKey;
+  const ca = self ? undefined : issuerOf(o.issuer as { certPem: string; privateKeyPem: string });
+  const signer = ca ? ca.signer : createPrivateKey(o.selfKeyPem!);
+  const issuerName = ca ? ca.name : name(o.subject);
   const ext = (id: string, critical: boolean, value: Der): Der => seq(oid(id), ...(critical ? [bool(true)] : []), octets(value));
   const exts: Der[] = [
     ext(OID.basicConstraints, true, o.ca ? seq(bool(true)) : seq()),
     // keyUsage bits: digitalSignature(0) for leaves; keyCertSign(5) + cRLSign(6) for the CA.
     ext(OID.keyUsage, true, o.ca ? Buffer.from([0x03, 0x02, 0x01, 0x06]) : Buffer.from([0x03, 0x02, 0x07, 0x80])),
     ext(OID.subjectKeyId, false, octets(keyId(o.subjectKey))),
-    ext(OID.authorityKeyId, false, seq(implicit(0, keyId(authorityKey)))),
+    ext(OID.authorityKeyId, false, seq(implicit(0, ca ? ca.keyId : keyId(o.subjectKey)))),
   ];
   if (o.usage?.length) {
     exts.push(ext(OID.extKeyUsage, false, seq(...o.usage.map((u) => oid(u === "server" ? OID.serverAuth : OID.clientAuth)))));

@@ -1,6 +1,6 @@
 // The agent-port handlers: enrollment, and the shim and runner control links. Thin on purpose:
 // identity comes from the TLS peer (peer.ts), links and calls live in links.ts.
-import { createPublicKey, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
@@ -53,13 +53,7 @@ export interface MeshDeps {
 const kindName = (k: AgentKind): AgentKindName | null => (k === AgentKind.SHIM ? "shim" : k === AgentKind.RUNNER ? "runner" : null);
 
 function issue(deps: MeshDeps, kind: AgentKindName, id: string, csrPem: string) {
-  let key;
-  try {
-    key = parseCsr(csrPem);
-  } catch (e) {
-    throw meshErr("MESH_BAD_CSR", { reason: e instanceof Error ? e.message : String(e) });
-  }
-  return issueForKey(deps, kind, id, createPublicKey(key.export({ type: "spki", format: "pem" })));
+  return issueForKey(deps, kind, id, parseCsrOrThrow(csrPem));
 }
 
 /** The client certificate of agent `kind`/`id` for `subjectKey`, exactly as Enroll issues it. */
@@ -154,7 +148,7 @@ export function meshRoutes(deps: MeshDeps) {
       async enroll(req) {
         const kind = kindName(req.kind);
         if (!kind) throw meshErr("MESH_PROTOCOL", { reason: "kind must be AGENT_KIND_SHIM or AGENT_KIND_RUNNER" });
-        parseCsrOrThrow(req.csrPem); // refuse a bad CSR before spending the token
+        const subjectKey = parseCsrOrThrow(req.csrPem); // refuse a bad CSR before spending the token
         const token = await deps.joinTokens.consume(req.joinToken, kind);
         let id: string;
         if (kind === "runner") {
@@ -164,7 +158,7 @@ export function meshRoutes(deps: MeshDeps) {
           id = token.boundId;
         } else id = await deps.policy.resolveShim(token, req.identity);
         if (deps.revocations.isRevoked(kind, id)) throw meshErr("MESH_REVOKED", { kind, id });
-        const { certPem, notAfter, renewAfter } = issue(deps, kind, id, req.csrPem);
+        const { certPem, notAfter, renewAfter } = issueForKey(deps, kind, id, subjectKey);
         return create(EnrollResponseSchema, {
           agentId: id,
           certificateChainPem: [certPem],
@@ -192,9 +186,10 @@ export function meshRoutes(deps: MeshDeps) {
   };
 }
 
-function parseCsrOrThrow(csrPem: string): void {
+/** The CSR's public key (its signature checked), or MESH_BAD_CSR. */
+function parseCsrOrThrow(csrPem: string): KeyObject {
   try {
-    parseCsr(csrPem);
+    return parseCsr(csrPem);
   } catch (e) {
     throw meshErr("MESH_BAD_CSR", { reason: e instanceof Error ? e.message : String(e) });
   }
