@@ -14,6 +14,7 @@ import type Dockerode from "dockerode";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { demux, docker, requireTestImages, runContainer, TEST_CONTAINER_LABEL, TEST_IMAGES } from "../helpers/docker.js";
+import { makeTestRepo, startGitHttp, type GitHttpServer, type TestRepo } from "./git-http.js";
 import { startRunnerMesh, stateNames, type RunnerMesh } from "./harness.js";
 
 const MOUNT = "/dstack/runner";
@@ -192,5 +193,42 @@ describe("runner in a container: attachable jobs under a pseudo-terminal (node-p
     await s.ended;
     expect(m.data.text(s.jobId, "stdout")).toBe("not a tty\n");
     expect(m.data.text(s.jobId, "stderr")).toBe("to-stderr\n");
+  });
+});
+
+describe("runner in a container: git repos without git in the image", () => {
+  let repo: TestRepo;
+  let srv: GitHttpServer;
+  beforeAll(async () => {
+    repo = makeTestRepo();
+    srv = await startGitHttp(repo.root, { user: "oauth2", password: "tok-xyz" });
+  });
+  afterAll(() => srv?.close());
+
+  it("busybox: clones over HTTP at the commit with the token and applies the uploaded diff (new, modified, deleted files)", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.busybox);
+    const url = `http://${gateway}:${srv.port}/${repo.name}`;
+    await submit(s, {
+      code: m.data.addBlob(repo.diff),
+      repo: { type: RunnerRepoType.REMOTE, cloneUrl: url, branch: "main", hash: repo.first, oauthToken: "tok-xyz", singleBranch: true, repoDir: "repo" },
+      commands: ["command -v git || echo no-git", "cd repo", "cat train.py new_module.py", "ls", "cat .git/HEAD", "grep -c tok-xyz .git/config || true"],
+    });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.DONE, exitStatus: 0 });
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toBe(`no-git\nprint('v1 with local changes')\nprint('epoch')\nVALUE = 42\nREADME.md\nnew_module.py\ntrain.py\n${repo.first}\n0\n`);
+    expect(m.data.text(s.jobId, "runner")).toContain("applied the uploaded diff: 2 file(s) written, 1 removed");
+    expect(m.data.text(s.jobId, "runner")).not.toContain("tok-xyz");
+  });
+
+  it("busybox: a wrong token fails the job with a message naming the repo URL", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.busybox);
+    const url = `http://${gateway}:${srv.port}/${repo.name}`;
+    await submit(s, { repo: { type: RunnerRepoType.REMOTE, cloneUrl: url, hash: repo.first, oauthToken: "tok-wrong" }, commands: ["echo unreachable"] });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.FAILED, terminationReason: JobTerminationReason.EXECUTOR_ERROR });
+    expect(final.terminationMessage).toBe(`cannot clone ${url}: the server refused the credentials (HTTP 401/403): check the repo's token or user and password`);
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toBe("");
   });
 });

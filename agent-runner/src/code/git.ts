@@ -1,8 +1,10 @@
-// Remote repos: clone with the image's own git (the runner carries none), check out the commit,
-// apply the uploaded diff. Without git in the image this fails with a message that says so.
+// Remote repos: clone with the image's own git when it has one (complete: SSH, every protocol
+// extension), else with the runner's built-in pure-JS git over HTTP(S) (jsgit.ts); check out the
+// commit, apply the uploaded diff.
 import { spawn } from "node:child_process";
 import { accessSync, constants, existsSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
+import { cloneWithoutGit } from "./jsgit.js";
 
 export interface GitRepoSpec {
   cloneUrl: string;
@@ -80,10 +82,9 @@ export async function prepareGitRepo(
   }
   const git = findGit(o.env.PATH);
   if (!git) {
-    throw new GitError(
-      `the job uses a remote git repo (${redact(spec.cloneUrl, spec.oauthToken)}), but the image has no git on PATH; ` +
-        "install git in the image, or run without a repo and pass files with `files:`",
-    );
+    o.log("the image has no git: cloning with the runner's built-in git (HTTP(S) only)\n");
+    await cloneWithoutGit(spec, repoDir, o);
+    return "cloned";
   }
   const env: NodeJS.ProcessEnv = { ...o.env, GIT_TERMINAL_PROMPT: "0" };
   const keyFile = join(o.keyDir, "git-key");

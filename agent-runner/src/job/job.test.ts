@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import http2 from "node:http2";
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -13,6 +13,7 @@ import { JobTerminationReason } from "@dstack/proto/api";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as tar from "tar";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeTestRepo, startGitHttp } from "../../../test/runner/git-http.js";
 import { Job } from "./job.js";
 
 /** A real CodeService over h2c; `cutAfter` ends the first stream after that many bytes of a blob. */
@@ -239,14 +240,59 @@ describe("code and files", () => {
     expect(r.final.terminationMessage).toMatch(/content hashes to/);
   });
 
-  it("says that a remote repo needs git when the image has none", async () => {
+  it("says that an SSH repo needs git when the image has none", async () => {
     const empty = mkdtempSync(join(tmpdir(), "no-git-"));
-    const r = await run({ commands: ["true"], repo: { type: RunnerRepoType.REMOTE, cloneUrl: "https://github.com/dstackai/dstack.git", oauthToken: "tok" } }, { PATH: empty });
+    const r = await run({ commands: ["true"], repo: { type: RunnerRepoType.REMOTE, cloneUrl: "git@github.com:dstackai/dstack.git", privateKey: "k" } }, { PATH: empty });
     expect(states(r)).toEqual(["PREPARING", "FAILED"]);
     expect(r.final.terminationReason).toBe(JobTerminationReason.EXECUTOR_ERROR);
     expect(r.final.terminationMessage).toBe(
-      "the job uses a remote git repo (https://github.com/dstackai/dstack.git), but the image has no git on PATH; install git in the image, or run without a repo and pass files with `files:`",
+      "the job clones git@github.com:dstackai/dstack.git over SSH, and the image has no git (the runner's built-in git speaks HTTP(S) only); use the repo's HTTPS URL with a token, or an image with git",
     );
+  });
+
+  describe("without git in the image (built-in git over smart HTTP, real git http-backend)", () => {
+    /** A PATH with the tools the commands use and no git. */
+    const noGit = () => {
+      const dir = mkdtempSync(join(tmpdir(), "no-git-"));
+      for (const t of ["cat", "ls", "sh"]) symlinkSync(`/bin/${t}`, join(dir, t));
+      return { PATH: dir };
+    };
+
+    it("clones at the commit with the token and applies the diff (new, modified and deleted files)", async () => {
+      const repo = makeTestRepo();
+      const srv = await startGitHttp(repo.root, { user: "oauth2", password: "tok-123" });
+      try {
+        const url = `http://127.0.0.1:${srv.port}/${repo.name}`;
+        const r = await run(
+          {
+            commands: ["cat train.py new_module.py", "ls"],
+            code: blobs.add(repo.diff),
+            repo: { type: RunnerRepoType.REMOTE, cloneUrl: url, branch: "main", hash: repo.first, oauthToken: "tok-123", singleBranch: true, configName: "Ada" },
+          },
+          noGit(),
+        );
+        expect(r.final.state).toBe(JobState.DONE);
+        expect(r.out).toBe("print('v1 with local changes')\nprint('epoch')\nVALUE = 42\nREADME.md\nnew_module.py\ntrain.py\n");
+        expect(r.runner).toContain("cloning with the runner's built-in git");
+        expect(r.runner).not.toContain("tok-123");
+        expect(srv.requests.some((q) => q.status === 401)).toBe(true); // asked, then answered with the token
+      } finally {
+        await srv.close();
+      }
+    });
+
+    it("a wrong credential fails the job with a message naming the repo URL", async () => {
+      const repo = makeTestRepo();
+      const srv = await startGitHttp(repo.root, { user: "alice", password: "right" });
+      try {
+        const url = `http://127.0.0.1:${srv.port}/${repo.name}`;
+        const r = await run({ commands: ["true"], repo: { type: RunnerRepoType.REMOTE, cloneUrl: url.replace("//", "//alice:wrong@"), hash: repo.first } }, noGit());
+        expect(states(r)).toEqual(["PREPARING", "FAILED"]);
+        expect(r.final.terminationMessage).toBe(`cannot clone ${url}: the server refused the credentials (HTTP 401/403): check the repo's token or user and password`);
+      } finally {
+        await srv.close();
+      }
+    });
   });
 
   it("clones a remote repo with the image's git, checks out the commit and applies the uploaded diff", async () => {
