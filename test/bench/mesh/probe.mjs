@@ -6,6 +6,7 @@
 //                     by then) and wraps Links.prototype.open to capture the link registry
 //   { op: "ping", count, intervalMs, deadlineMs } → `ping` reverse calls to random linked agents,
 //                     one every intervalMs (open loop), round trips in ms measured here
+//   { op: "heartbeats" } → connected links by the heartbeat period they were told (ms → count)
 //   { op: "heap-snapshot", path } → v8.writeHeapSnapshot(path)
 //   { op: "profile-start" } / { op: "profile-stop", path } → a V8 CPU profile of the main thread
 //                     between the two, written to `path` (open it in Chrome DevTools)
@@ -63,6 +64,13 @@ async function ping({ count, intervalMs, deadlineMs }) {
   return { rtts, failed, linked: pool.length };
 }
 
+/** Connected links by the heartbeat period each was told in LinkAccepted (ms → count). */
+function heartbeats() {
+  const by = {};
+  for (const l of links ? links.connected() : []) by[l.heartbeatMs] = (by[l.heartbeatMs] ?? 0) + 1;
+  return by;
+}
+
 let session = null;
 const post = (method, params) => new Promise((ok, fail) => session.post(method, params, (e, r) => (e ? fail(e) : ok(r))));
 
@@ -90,6 +98,7 @@ process.on("message", (msg) => {
       if (msg.op === "hook") return hook().then(() => ({ hooked: true }));
       if (msg.op === "ping") return ping(msg);
       if (msg.op === "heap-snapshot") return { path: (await import("node:v8")).writeHeapSnapshot(msg.path) };
+      if (msg.op === "heartbeats") return heartbeats();
       if (msg.op === "ids") return links ? links.connected().map((l) => `${l.kind}/${l.id}`) : [];
       if (msg.op === "profile-start") return profileStart();
       if (msg.op === "profile-stop") return profileStop(msg.path);
