@@ -82,7 +82,7 @@ describe("dstack apply with files:", () => {
     "a missing local path is a usage error naming it",
     async () => {
       const d = await mkdtemp(join(work, "proj-"));
-      await writeFile(join(d, ".dstack.yml"), ["type: task", "name: files-missing", `image: ${TEST_IMAGES.busybox}`, "files:", "  - nope.txt:/x/nope.txt", "commands:", "  - true", ""].join("\n"));
+      await writeFile(join(d, ".dstack.yml"), ["type: task", "name: files-missing", `image: ${TEST_IMAGES.busybox}`, "files:", "  - nope.txt:/x/nope.txt", "commands:", "  - echo ok", ""].join("\n"));
       const r = await dstack(["apply", "-y", "--no-repo"], { home: server.where.home, cwd: d });
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/files: nope\.txt: no such file or directory/);
@@ -94,7 +94,7 @@ describe("dstack apply with files:", () => {
     "apply is refused when the run spec names an archive the project does not hold",
     async () => {
       const { parseConfiguration } = await import("@dstack/proto");
-      const configuration = parseConfiguration(["type: task", "name: files-ghost", `image: ${TEST_IMAGES.busybox}`, "commands:", "  - true", ""].join("\n"), "ghost.yml");
+      const configuration = parseConfiguration(["type: task", "name: files-ghost", `image: ${TEST_IMAGES.busybox}`, "commands:", "  - echo ok", ""].join("\n"), "ghost.yml");
       if (configuration.type !== "task") throw new Error("expected a task");
       const ghost = "ab".repeat(32);
       await expect(
@@ -113,7 +113,7 @@ describe("dstack apply with files:", () => {
       // Random bytes do not compress: well above 2 KiB gzipped.
       const { randomBytes } = await import("node:crypto");
       await writeFile(join(d, "big", "blob.bin"), randomBytes(64 * 1024));
-      await writeFile(join(d, ".dstack.yml"), ["type: task", "name: files-big", `image: ${TEST_IMAGES.busybox}`, "files:", "  - big:/data/big", "commands:", "  - true", ""].join("\n"));
+      await writeFile(join(d, ".dstack.yml"), ["type: task", "name: files-big", `image: ${TEST_IMAGES.busybox}`, "files:", "  - big:/data/big", "commands:", "  - echo ok", ""].join("\n"));
       const r = await dstack(["apply", "-y", "--no-repo"], { home: small.where.home, cwd: d });
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/files: big is [\d.]+KB compressed \(1 files\), above the server's upload limit of 2KB/);

@@ -547,6 +547,7 @@ export class Dispatcher {
 
   /** Full state from a (re)connected runner: catch up on what it did, then give it what it waits for. */
   private async reconcileRunner(jobId: string, report: RunnerStateReport): Promise<void> {
+    await this.o.services.jobs.onRunnerLinked(jobId); // it dialed in: the waiting_runner_limit is off
     const states = report.jobStates.filter((s) => s.jobSubmissionId === jobId || s.jobSubmissionId === "");
     const last = states[states.length - 1];
     if (states.some((s) => s.state === JobState.RUNNING) && last?.state !== JobState.RUNNING) await this.report(jobId, JobStatus.RUNNING);

@@ -11,7 +11,7 @@ import { realClock, type Clock } from "../scheduler/clock.js";
 import { CodeService, DEFAULT_CODE_UPLOAD_LIMIT } from "./code.js";
 import { FleetsService } from "./fleets.js";
 import { InstancesService } from "./instances.js";
-import { JobsService } from "./jobs.js";
+import { JobsService, envRunnerDialTimeoutS } from "./jobs.js";
 import { LogsService } from "./logs.js";
 import { OffersService } from "./offers.js";
 import { RunsService } from "./runs.js";
@@ -46,6 +46,8 @@ export interface ServiceOptions {
   clock?: Clock;
   /** Code/file blob limit in bytes (0 = unlimited); default DSTACK_SERVER_CODE_UPLOAD_LIMIT or 2 MiB. */
   codeUploadLimit?: number;
+  /** Seconds a placed job may wait for its runner to link home; default DSTACK_SERVER_RUNNER_DIAL_TIMEOUT or 600. */
+  runnerDialTimeoutS?: number;
 }
 
 function envCodeLimit(): number {
@@ -64,12 +66,12 @@ export function createServices(orm: Orm, settings: Settings, opts: ServiceOption
   const fleets = new FleetsService(orm, projects, bus, clock);
   const instances = new InstancesService(orm, projects, bus, clock);
   const runs = new RunsService(orm, projects, offers, bus, clock);
-  const jobs = new JobsService(orm, offers, bus, clock);
+  const jobs = new JobsService(orm, offers, bus, clock, opts.runnerDialTimeoutS ?? envRunnerDialTimeoutS());
   const logs = new LogsService(orm, projects, bus, settings.homeDir);
   const code = new CodeService(orm, projects, opts.codeUploadLimit ?? envCodeLimit());
   const tunnels = new TunnelsService(orm, projects);
   const metrics = new MetricsService(tunnels);
-  const sshFleets = new SshFleetsService(orm, bus);
+  const sshFleets = new SshFleetsService(orm, bus, encryptor);
   return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, metrics, sshFleets, bus, clock };
 }
 

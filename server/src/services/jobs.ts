@@ -98,13 +98,36 @@ export interface JobAgentView {
   blobSizes: Record<string, number>;
 }
 
+/** dstack's waiting_runner_limit (its provisioning timeout for SSH fleets and most backends): 10 min. */
+export const DEFAULT_RUNNER_DIAL_TIMEOUT_S = 600;
+
+/** DSTACK_SERVER_RUNNER_DIAL_TIMEOUT (seconds), else dstack's default. */
+export function envRunnerDialTimeoutS(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.DSTACK_SERVER_RUNNER_DIAL_TIMEOUT;
+  return raw !== undefined && /^\d+(\.\d+)?$/.test(raw.trim()) && Number(raw) > 0 ? Number(raw) : DEFAULT_RUNNER_DIAL_TIMEOUT_S;
+}
+
 export class JobsService {
   constructor(
     private readonly orm: Orm,
     private readonly offers: OffersService,
     private readonly bus: EventBus,
     private readonly clock: Clock,
+    /** How long a placed job may go without its runner linking home before it fails. */
+    readonly runnerDialTimeoutS: number = DEFAULT_RUNNER_DIAL_TIMEOUT_S,
   ) {}
+
+  /** When a placed job's runner must have linked home by: placement (else submission) + the limit. */
+  private runnerDeadline(job: Job): Date {
+    const placed = (job.provisioningData as { placedAt?: unknown } | null)?.placedAt;
+    const from = typeof placed === "string" && !Number.isNaN(Date.parse(placed)) ? new Date(placed) : job.submittedAt;
+    return new Date(from.getTime() + this.runnerDialTimeoutS * 1000);
+  }
+
+  /** The job's runner linked home (the dispatcher calls this on its first report): the dial-in limit no longer applies. */
+  async onRunnerLinked(jobId: string): Promise<void> {
+    await this.orm.em.fork().nativeUpdate(Job, { id: jobId, runnerLinkedAt: null }, { runnerLinkedAt: this.clock.now() });
+  }
 
   /** Ids of unfinished jobs and runs: what the scheduler re-arms at start and sweeps. */
   async activeIds(notUpdatedSince?: Date): Promise<{ jobs: string[]; runs: string[] }> {
@@ -139,6 +162,18 @@ export class JobsService {
           if (run.status === RunStatus.TERMINATING || isRunFinished(run.status)) return NONE; // the run stops it
           if (!(await lock())) return NONE;
           return this.place(em, job, run, now, events);
+        case JobStatus.PROVISIONING:
+        case JobStatus.PULLING: {
+          // The container may run while its runner never dials in (no usable shell, a broken
+          // image, no route to the server): after the limit the job fails and its task goes.
+          if (job.runnerLinkedAt) return NONE;
+          const deadline = this.runnerDeadline(job);
+          if (deadline > now) return { nextAt: deadline };
+          if (!(await lock())) return NONE;
+          this.terminate(job, JobTerminationReason.WAITING_RUNNER_LIMIT_EXCEEDED, now, now, events, run, `Runner did not become available within ${this.runnerDialTimeoutS}s.`);
+          await this.finalize(em, job, run, now, events);
+          return NONE;
+        }
         case JobStatus.RUNNING: {
           const max = spec(job).maxDuration;
           if (max === null || job.runningAt === null) return NONE;
@@ -215,6 +250,8 @@ export class JobsService {
         totalBlocks: instance.totalBlocks,
         // The job's share of the host, as placed (what `dstack ps` shows as RESOURCES).
         resources: blockResources(host, instance.totalBlocks, k),
+        // The runner dial-in limit counts from here, not from a wait in the queue.
+        placedAt: now.toISOString(),
       };
       // No instance event here: a claim adds no capacity, and waking every waiting job on each
       // claim would make placing N jobs cost O(N²).
