@@ -232,3 +232,47 @@ describe("runner in a container: git repos without git in the image", () => {
     expect(m.data.text(s.jobId, "stdout")).toBe("");
   });
 });
+
+describe("runner in a container: python: picks the image's interpreter", () => {
+  const IMAGE = "dstack-test/pythons:1";
+  beforeAll(() => {
+    // busybox plus fake python3.11 / python3.12 (python3 = 3.12), committed as a local image.
+    const dir = mkdtempSync(join(tmpdir(), "pythons-"));
+    for (const v of ["3.11", "3.12"]) writeFileSync(join(dir, `python${v}`), `#!/bin/sh\necho "Python ${v}.0 $*"\n`, { mode: 0o755 });
+    const id = execFileSync("docker", ["create", "--label", `${TEST_CONTAINER_LABEL}=1`, TEST_IMAGES.busybox, "sh"], { encoding: "utf8" }).trim();
+    try {
+      execFileSync("docker", ["cp", `${dir}/.`, `${id}:/usr/bin/`]);
+      execFileSync("docker", ["commit", id, IMAGE]);
+    } finally {
+      execFileSync("docker", ["rm", "-f", id]);
+    }
+    // python3 is the image's default interpreter, 3.12.
+    const id2 = execFileSync("docker", ["create", "--label", `${TEST_CONTAINER_LABEL}=1`, IMAGE, "sh"], { encoding: "utf8" }).trim();
+    try {
+      execFileSync("docker", ["cp", join(dir, "python3.12"), `${id2}:/usr/bin/python3`]);
+      execFileSync("docker", ["commit", id2, IMAGE]);
+    } finally {
+      execFileSync("docker", ["rm", "-f", id2]);
+    }
+  });
+
+  it("python: 3.11 makes python and python3 the image's python3.11, ahead of its default python3", async () => {
+    const s = await startRunnerContainer(IMAGE);
+    await submit(s, { python: "3.11", commands: ["python3 --version", "python -c 'print(1)'", "command -v python3", "/usr/bin/python3 --version"] });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.DONE, exitStatus: 0 });
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toBe("Python 3.11.0 --version\nPython 3.11.0 -c print(1)\n/dstack/python/bin/python3\nPython 3.12.0 --version\n");
+    expect(m.data.text(s.jobId, "runner")).toContain("python 3.11: /usr/bin/python3.11 is python and python3 on PATH");
+  });
+
+  it("python: 3.10, which the image lacks, fails the job before the commands, naming the version", async () => {
+    const s = await startRunnerContainer(IMAGE);
+    await submit(s, { python: "3.10", commands: ["echo unreachable"] });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.FAILED, terminationReason: JobTerminationReason.EXECUTOR_ERROR });
+    expect(final.terminationMessage).toBe('python 3.10 was requested (python: "3.10"), but the image has no python3.10 on PATH (it has python3.11, python3.12); pick one of those, or an image with Python 3.10');
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toBe("");
+  });
+});

@@ -14,6 +14,7 @@ import { extractArchive } from "../code/extract.js";
 import { prepareGitRepo } from "../code/git.js";
 import { composeEnv, type ClusterFacts } from "../exec/env.js";
 import { DEFAULT_TTY_SIZE, JobProcess, type Exit } from "../exec/process.js";
+import { selectPython } from "../exec/python.js";
 import { jobArgv } from "../exec/shell.js";
 import { resolveUser, UserError, type ResolvedUser } from "../exec/user.js";
 import { LineSplitter } from "../logs/splitter.js";
@@ -44,6 +45,8 @@ export interface JobDeps {
   mpiHostfile?: string;
   /** The runner's own uid (only root can switch users). */
   selfUid?: number;
+  /** Where `python:` puts its python/python3 links; default /dstack/python/bin. */
+  pythonShimDir?: string;
   /** Partial-line flush for output; default 100 ms. */
   partialFlushMs?: number;
 }
@@ -157,6 +160,15 @@ export class Job {
       secrets: { ...spec.secrets },
       env: { ...spec.env },
     });
+    if (spec.python) {
+      try {
+        const py = selectPython(spec.python, env.PATH ?? "", this.deps.pythonShimDir);
+        env.PATH = py.path;
+        this.deps.diag(`python ${spec.python}: ${py.interpreter} is python and python3 on PATH`);
+      } catch (e) {
+        return this.finish(JobState.FAILED, JobTerminationReason.EXECUTOR_ERROR, e instanceof Error ? e.message : String(e));
+      }
+    }
     const argv = jobArgv({ commands: spec.commands, entrypoint: spec.entrypoint, shell: spec.shell }, this.deps.exists);
     const self = this.deps.selfUid ?? process.getuid?.() ?? 0;
     let proc: JobProcess;

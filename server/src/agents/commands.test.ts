@@ -103,6 +103,11 @@ describe("agent commands", () => {
     expect(submitJobCommand(view("image: img\ncommands: [a]\n"), { env: {}, secrets: {} }).tty).toBe(false);
   });
 
+  it("SubmitJob carries the configuration's python version", () => {
+    expect(submitJobCommand(view("python: 3.11\ncommands: [a]\n"), { env: {}, secrets: {} }).python).toBe("3.11");
+    expect(submitJobCommand(view("image: img\ncommands: [a]\n"), { env: {}, secrets: {} }).python).toBe("");
+  });
+
   it("the container accepts the run's ssh_key_pub and the submitting user's keys, each once", () => {
     const cli = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIcli dstack";
     const mine = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABmine me@laptop";

@@ -184,5 +184,6 @@ export function submitJobCommand(v: JobAgentView, o: { env: Record<string, strin
     authorizedKeys: authorizedKeysOf(v, o.userSshKeys),
     // A dev environment is where a person attaches: its commands get a terminal.
     tty: s.runType === "dev-environment",
+    python: s.python ?? "",
   });
 }

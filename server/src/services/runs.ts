@@ -107,6 +107,8 @@ export interface StoredJobSpec {
   /** The user's key for attaching (`ssh <run>`). */
   sshKeyPub?: string;
   runType: RunConfig["type"];
+  /** `python:` ("3.12"): the runner makes the image's python3.12 `python`/`python3`. */
+  python?: string;
 }
 
 export interface JobSubmissionView {
@@ -242,6 +244,7 @@ export function buildJobSpecs(runName: string, c: RunConfig, spec: Partial<Omit<
     singleBranch: c.singleBranch,
     ...(typeof extra?.sshKeyPub === "string" && extra.sshKeyPub ? { sshKeyPub: extra.sshKeyPub } : {}),
     runType: c.type,
+    ...(c.python ? { python: c.python } : {}),
   };
   const out: StoredJobSpec[] = [];
   const push = (replicaNum: number, jobNum: number, jobsPerReplica: number, resources: ResourceRequirements, commands: string[]) =>
