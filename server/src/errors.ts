@@ -85,6 +85,7 @@ export const ERRORS = {
     message: "Run '{run}' changed since the plan was made. Run `dstack apply` again to see the new plan.",
   },
   DSTACK_INVALID_RUN_SPEC: { status: "InvalidArgument", message: "Invalid run spec: {reason}" },
+  DSTACK_BAD_OFFER_GROUP_BY: { status: "InvalidArgument", message: "Invalid offer grouping: {reason}." },
   DSTACK_BAD_PAGE_TOKEN: { status: "InvalidArgument", message: "Invalid page token; pass the next_page_token of a previous response unchanged." },
   DSTACK_CODE_TOO_LARGE: {
     status: "ResourceExhausted",

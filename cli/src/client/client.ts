@@ -39,6 +39,7 @@ import {
   type GetServerInfoResponse,
   type JobSubmission,
   type ListOffersResponse,
+  type OfferGroupBy,
   type Project,
   type Run,
   type RunPlan,
@@ -609,8 +610,8 @@ export class ProjectsApi {
 export class OffersApi {
   constructor(private readonly client: Client) {}
 
-  /** Offers matching the requirements, cheapest first. */
-  async list(opts: { resources?: ResourceRequirements; maxPrice?: number; fleets?: string[]; maxOffers?: number } = {}): Promise<ListOffersResponse> {
+  /** Offers matching the requirements, cheapest first; with `groupBy` (which must include GPU), GPU groups instead. */
+  async list(opts: { resources?: ResourceRequirements; maxPrice?: number; fleets?: string[]; maxOffers?: number; groupBy?: OfferGroupBy[] } = {}): Promise<ListOffersResponse> {
     const rpc = this.client.rpc;
     return rpc.call("ListOffers", () =>
       rpc.offers.listOffers({
@@ -621,6 +622,7 @@ export class OffersApi {
           fleets: opts.fleets ?? [],
         },
         maxOffers: opts.maxOffers ?? 0,
+        groupBy: opts.groupBy ?? [],
       }),
     );
   }

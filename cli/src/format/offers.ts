@@ -1,7 +1,9 @@
 // The offers table `dstack apply` and `dstack offer` print: #, BACKEND, RESOURCES, INSTANCE
-// TYPE, PRICE and an availability note ("idle", "busy", "no quota"…; nothing when available).
-import { Availability, type Offer } from "@dstack/proto/api";
-import { formatBackend, formatInstanceResources, formatPrice } from "./resources.js";
+// TYPE, PRICE and an availability note ("idle", "busy", "no quota"…; nothing when available);
+// and `dstack offer --group-by`'s filter header and GPU table (#, GPU, SPOT, $/GPU, BACKEND(S),
+// REGION(S) as the grouping asks, and a note only when nothing in the group is usable).
+import { Availability, type GpuOfferGroup, type Offer } from "@dstack/proto/api";
+import { formatBackend, formatInstanceResources, formatPrice, mibAsGb } from "./resources.js";
 import { noColor, type Palette } from "./style.js";
 import { renderTable, type Row } from "./table.js";
 
@@ -37,3 +39,50 @@ export function formatOffersTable(offers: Offer[], opts: { total?: number; palet
 
 export const NO_OFFERS_WARNING = "No matching instance offers available. Possible reasons: https://dstack.ai/docs/guides/troubleshooting/#no-offers\n";
 export const NO_FLEETS_WARNING = "The project has no fleets. Create one before submitting a run.\nSee https://dstack.ai/docs/guides/troubleshooting/#no-fleets\n";
+
+export type GroupByField = "gpu" | "backend" | "region" | "count";
+
+/** The key/value lines above the GPU table: what was asked for and how it is grouped. */
+export function formatOfferFilter(o: { project: string; resources: string; maxPrice?: number | undefined; groupBy: readonly GroupByField[]; palette?: Palette }): string {
+  const p = o.palette ?? noColor;
+  const rows: [string, string][] = [
+    ["Project", o.project],
+    ["Resources", o.resources],
+    ["Spot policy", "auto"],
+    ["Max price", o.maxPrice !== undefined ? `$${o.maxPrice}` : "-"],
+    ["Reservation", "-"],
+    ["Group by", o.groupBy.join(", ")],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => ` ${p.bold(k.padEnd(width))}  ${v}\n`).join("") + "\n";
+}
+
+/** `1.5`, `0.25..2` (per-GPU price, up to four decimals, no currency sign as in dstack's $/GPU column). */
+const perGpu = (n: number | undefined) => (n ?? 0).toFixed(4).replace(/\.?0+$/, "");
+const regionsText = (regions: readonly string[]) => (regions.length > 3 ? `${regions.length} regions` : regions.join(", "));
+
+export function formatGpuGroupsTable(groups: readonly GpuOfferGroup[], groupBy: readonly GroupByField[], opts: { palette?: Palette } = {}): string {
+  const p = opts.palette ?? noColor;
+  const byBackend = groupBy.includes("backend");
+  const byRegion = groupBy.includes("region");
+  const rows: Row[] = groups.map((g, i) => {
+    const count = g.countMin === g.countMax ? String(g.countMin) : `${g.countMin}..${g.countMax}`;
+    const price = g.price?.min === g.price?.max ? perGpu(g.price?.min) : `${perGpu(g.price?.min)}..${perGpu(g.price?.max)}`;
+    const backends = g.backends.map((b) => formatBackend(b)).join(", ");
+    const usable = g.availability === Availability.AVAILABLE || g.availability === Availability.IDLE;
+    const cells: Row = [
+      { text: String(i + 1), style: p.dim },
+      `${g.name}:${mibAsGb(g.memoryMib)}:${count}`,
+      { text: g.spot ? "spot" : "on-demand", style: p.dim },
+      { text: price, style: p.dim },
+      { text: backends, style: p.dim },
+    ];
+    if (byBackend) cells.push({ text: regionsText(g.regions), style: p.dim });
+    cells.push({ text: usable ? "" : availabilityText(g.availability), style: p.dim });
+    return cells;
+  });
+  const columns = [{ header: "#" }, { header: "GPU" }, { header: "SPOT" }, { header: "$/GPU" }, { header: byBackend ? "BACKEND" : "BACKENDS" }];
+  if (byBackend) columns.push({ header: byRegion ? "REGION" : "REGIONS" });
+  columns.push({ header: "" });
+  return renderTable(columns, rows, { headerStyle: p.bold });
+}

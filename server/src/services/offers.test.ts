@@ -2,7 +2,7 @@ import { parseConfiguration, type RunConfig } from "@dstack/proto";
 import { describe, expect, it } from "vitest";
 import { Instance, build } from "../db/entities.js";
 import { InstanceStatus } from "../domain/enums.js";
-import { blocksNeeded, fits, offersFrom, resolveBlocks, type HostInfo } from "./offers.js";
+import { blocksNeeded, fits, groupGpuOffers, offersFrom, resolveBlocks, type HostInfo, type OfferGroupDim, type OfferView } from "./offers.js";
 
 const req = (resources: string) => (parseConfiguration(`type: task\ncommands: [x]\nresources: ${resources}\n`, "a.yml") as RunConfig).resources;
 const host = (gpus: [string, number][] = [], cpus = 16, memoryGb = 64, arch: "x86" | "arm" = "x86"): HostInfo => ({
@@ -66,5 +66,66 @@ describe("offer matching", () => {
     ]);
     expect(offersFrom(c, { resources: r, maxPrice: 1 }).map((o) => o.instanceName)).toEqual(["cheap", "big"]);
     expect(offersFrom(c, { resources: r, fleets: ["other"] })).toEqual([]);
+  });
+});
+
+describe("GPU offer groups (dstack offer --group-by)", () => {
+  const offer = (backend: string, region: string, gpus: [string, number][], price: number, availability: OfferView["availability"] = "idle"): OfferView => ({
+    fleetName: "f",
+    instanceId: `${backend}-${region}-${price}`,
+    instanceName: `${backend}-${region}`,
+    backend,
+    region,
+    resources: whole(host(gpus)),
+    price,
+    availability,
+    blocks: 1,
+    totalBlocks: 1,
+  });
+  const a100 = (n: number): [string, number][] => Array.from({ length: n }, () => ["A100", 80] as [string, number]);
+  const offers = [
+    offer("aws", "us-east-1", a100(1), 2),
+    offer("aws", "us-west-2", a100(2), 3), // $1.5 per GPU
+    offer("gcp", "europe-west4", a100(1), 2.5),
+    offer("gcp", "europe-west4", [["H100", 80]], 4, "busy"),
+    offer("remote", "", [], 0), // no GPUs: not a GPU offer
+  ];
+  const group = (...by: OfferGroupDim[]) => groupGpuOffers(offers, new Set(by));
+  const row = (g: ReturnType<typeof group>[number]) => [g.name, g.countMin, g.countMax, g.priceMin, g.priceMax, g.backends.join(","), g.regions.join(","), g.availability];
+
+  it("by GPU alone: one row per GPU kind, per-GPU price range, every backend; busy kinds last", () => {
+    expect(group().map(row)).toEqual([
+      ["A100", 1, 2, 1.5, 2.5, "aws,gcp", "", "idle"],
+      ["H100", 1, 1, 4, 4, "gcp", "", "busy"],
+    ]);
+  });
+
+  it("by backend: one row per backend with the backend's regions", () => {
+    expect(group("backend").map(row)).toEqual([
+      ["A100", 1, 2, 1.5, 2, "aws", "us-east-1,us-west-2", "idle"],
+      ["A100", 1, 1, 2.5, 2.5, "gcp", "europe-west4", "idle"],
+      ["H100", 1, 1, 4, 4, "gcp", "europe-west4", "busy"],
+    ]);
+  });
+
+  it("by backend, region and count: one row per combination", () => {
+    expect(group("backend", "region", "count").map(row)).toEqual([
+      ["A100", 2, 2, 1.5, 1.5, "aws", "us-west-2", "idle"],
+      ["A100", 1, 1, 2, 2, "aws", "us-east-1", "idle"],
+      ["A100", 1, 1, 2.5, 2.5, "gcp", "europe-west4", "idle"],
+      ["H100", 1, 1, 4, 4, "gcp", "europe-west4", "busy"],
+    ]);
+  });
+
+  it("by count: one row per GPU count", () => {
+    expect(group("count").map(row)).toEqual([
+      ["A100", 2, 2, 1.5, 1.5, "aws", "", "idle"],
+      ["A100", 1, 1, 2, 2.5, "aws,gcp", "", "idle"],
+      ["H100", 1, 1, 4, 4, "gcp", "", "busy"],
+    ]);
+  });
+
+  it("refuses region without backend", () => {
+    expect(() => group("region")).toThrow(/cannot group by 'region' without also grouping by 'backend'/);
   });
 });

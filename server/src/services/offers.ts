@@ -6,6 +6,7 @@ import type { GpuVendor, Range, ResourceRequirements } from "@dstack/proto";
 import { InstanceStatus } from "../domain/enums.js";
 import type { Em, Orm } from "../db/database.js";
 import { Fleet, Instance } from "../db/entities.js";
+import { err } from "../errors.js";
 import type { ProjectsService } from "./projects.js";
 import type { Principal } from "./users.js";
 
@@ -166,6 +167,94 @@ export function offersFrom(candidates: readonly InstanceCandidate[], q: OfferQue
   );
 }
 
+/** What `dstack offer --group-by` groups GPU offers by, besides the GPU itself (always implied). */
+export type OfferGroupDim = "backend" | "region" | "count";
+
+/** GPU offers of one kind (name, memory, vendor), aggregated over the other group-by dimensions. */
+export interface GpuGroupView {
+  name: string;
+  memoryGb: number;
+  vendor: GpuVendor;
+  countMin: number;
+  countMax: number;
+  /** Price per GPU (an offer's price over its GPU count), USD per hour. */
+  priceMin: number;
+  priceMax: number;
+  /** The group's backend when grouped by backend, else every backend it spans. */
+  backends: string[];
+  /** The group's region when grouped by region; the backend's regions when grouped by backend only; else empty. */
+  regions: string[];
+  /** The best availability in the group. */
+  availability: OfferAvailability;
+  spot: boolean;
+}
+
+/**
+ * dstack's GPU grouping (`dstack offer --group-by gpu[,backend[,region]][,count]`): offers without
+ * GPUs drop out; each offer counts once per GPU kind it carries, with that kind's count; groups
+ * are keyed by the GPU kind plus the chosen dimensions, and sorted usable first, then by per-GPU
+ * price, then by the dimensions. Regions need the backend (a region name means nothing alone).
+ */
+export function groupGpuOffers(offers: readonly OfferView[], by: ReadonlySet<OfferGroupDim>): GpuGroupView[] {
+  if (by.has("region") && !by.has("backend")) throw err("DSTACK_BAD_OFFER_GROUP_BY", { reason: "cannot group by 'region' without also grouping by 'backend'" });
+  // Every region a backend offers in (GPU offers or not), shown when grouping by backend alone.
+  const backendRegions = new Map<string, Set<string>>();
+  for (const o of offers) {
+    let r = backendRegions.get(o.backend);
+    if (!r) backendRegions.set(o.backend, (r = new Set()));
+    if (o.region) r.add(o.region);
+  }
+  const groups = new Map<string, GpuGroupView>();
+  for (const o of offers) {
+    const kinds = new Map<string, { gpu: GpuInfo; count: number }>();
+    for (const g of o.resources.gpus) {
+      const k = `${g.name}\0${g.memoryGb}\0${g.vendor}`;
+      const cur = kinds.get(k);
+      if (cur) cur.count++;
+      else kinds.set(k, { gpu: g, count: 1 });
+    }
+    for (const [kind, { gpu, count }] of kinds) {
+      const key = [kind, by.has("backend") ? o.backend : "", by.has("region") ? o.region : "", by.has("count") ? count : ""].join("\0");
+      const perGpu = o.price / count;
+      const g = groups.get(key);
+      if (!g) {
+        groups.set(key, {
+          name: gpu.name,
+          memoryGb: gpu.memoryGb,
+          vendor: gpu.vendor,
+          countMin: count,
+          countMax: count,
+          priceMin: perGpu,
+          priceMax: perGpu,
+          backends: [o.backend],
+          regions: by.has("region") ? [o.region] : by.has("backend") ? [...(backendRegions.get(o.backend) ?? [])].sort() : [],
+          availability: o.availability,
+          spot: false,
+        });
+        continue;
+      }
+      g.countMin = Math.min(g.countMin, count);
+      g.countMax = Math.max(g.countMax, count);
+      g.priceMin = Math.min(g.priceMin, perGpu);
+      g.priceMax = Math.max(g.priceMax, perGpu);
+      if (!g.backends.includes(o.backend)) g.backends.push(o.backend);
+      if (AVAILABILITY_ORDER[o.availability] < AVAILABILITY_ORDER[g.availability]) g.availability = o.availability;
+    }
+  }
+  const usable = (g: GpuGroupView) => (g.availability === "busy" ? 1 : 0);
+  return [...groups.values()].sort(
+    (a, b) =>
+      usable(a) - usable(b) ||
+      a.priceMin - b.priceMin ||
+      a.priceMax - b.priceMax ||
+      (by.has("backend") ? a.backends[0]!.localeCompare(b.backends[0]!) : 0) ||
+      (by.has("region") ? a.regions[0]!.localeCompare(b.regions[0]!) : 0) ||
+      (by.has("count") ? a.countMin - b.countMin : 0) ||
+      a.name.localeCompare(b.name) ||
+      a.memoryGb - b.memoryGb,
+  );
+}
+
 export class OffersService {
   constructor(
     private readonly orm: Orm,
@@ -216,5 +305,12 @@ export class OffersService {
     const { project } = await this.projects.authorize(em, actor, projectName, "runs.list");
     const all = offersFrom(await this.candidates(project.id, em), q);
     return { offers: all.slice(0, q.maxOffers || 50), total: all.length };
+  }
+
+  /** `dstack offer --group-by`: every matching offer (not truncated), grouped by GPU kind and `by`. */
+  async listGpuGroups(actor: Principal, projectName: string, q: OfferQuery, by: ReadonlySet<OfferGroupDim>): Promise<GpuGroupView[]> {
+    const em = this.orm.em.fork();
+    const { project } = await this.projects.authorize(em, actor, projectName, "runs.list");
+    return groupGpuOffers(offersFrom(await this.candidates(project.id, em), q), by);
   }
 }
