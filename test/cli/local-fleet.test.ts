@@ -1,13 +1,14 @@
 // `dstack apply` end to end on this machine: a REAL server registers the machine as its `local`
 // fleet (its host agent drives the Docker engine), and the `dstack` binary submits tasks that
 // really run in the local test image — uploaded code, job stdout/stderr on the CLI's
-// stdout/stderr, the job's exit status as the CLI's, `logs` afterwards, stop while attached.
+// stdout/stderr, the job's exit status as the CLI's, `logs` afterwards, stop (graceful and abort),
+// `apply -d` followed by `logs -f`.
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Client } from "../../cli/src/index.js";
-import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
+import { TEST_IMAGES, docker, requireTestImages } from "../helpers/docker.js";
 import { localFleetReady, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { dstack, startCli, waitForOutput, type CliRun } from "./run-cli.js";
 
@@ -20,6 +21,15 @@ let server: TestServer & { where: ServerEnv };
 let cli: CliRun;
 let client: Client;
 let work: string;
+
+/** Polls a condition every 100 ms for up to 30 s. */
+async function until(cond: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("condition not met within 30 s");
+}
 
 async function dir(files: Record<string, string>): Promise<string> {
   const d = await mkdtemp(join(work, "proj-"));
@@ -102,6 +112,62 @@ describe("dstack apply on the local fleet", () => {
       expect(r.stderr).toMatch(/^Aborted$/m);
       expect(r.code).toBe(1);
       expect((await client.runs.get("local-long")).status).toBeDefined();
+    },
+    SLOW,
+  );
+
+  it(
+    "stop gives the job its grace: SIGTERM reaches the commands, their last words are kept, the run ends stopped and its container goes",
+    async () => {
+      const d = await dir({
+        ".dstack.yml": task("local-grace", ["trap 'echo cleaning up; sleep 1; echo clean; exit 0' TERM", "echo started", "while true; do sleep 0.2; done"]),
+      });
+      expect((await dstack(["apply", "-y", "-d", "--no-repo"], { ...cli, cwd: d })).code).toBe(0);
+      const follow = startCli(["logs", "-f", "local-grace"], cli);
+      await waitForOutput(follow, (out) => out.includes("started\n"));
+
+      const stop = await dstack(["stop", "local-grace", "-y"], cli);
+      expect(stop).toEqual({ code: 0, stdout: "Stopped\n", stderr: "" });
+      // The trap ran to its end (a kill would have cut it before "clean"), and `logs -f` ends with the run.
+      const f = await follow.done;
+      expect(f.stdout).toBe("started\ncleaning up\nclean\n");
+      expect(f.code).toBe(0);
+
+      const ps = await dstack(["ps", "-a"], cli);
+      expect(ps.stdout).toMatch(/^ local-grace\s+local\s+.*\bstopped\s+/m);
+      await until(async () => (await docker().listContainers({ all: true, filters: { name: ["local-grace-"] } })).length === 0);
+    },
+    SLOW,
+  );
+
+  it(
+    "stop --abort does not wait for a job that ignores SIGTERM: the run ends aborted at once and its container goes",
+    async () => {
+      const d = await dir({ ".dstack.yml": task("local-stubborn", ["trap '' TERM", "echo started", "while true; do sleep 0.2; done"]) });
+      expect((await dstack(["apply", "-y", "-d", "--no-repo"], { ...cli, cwd: d })).code).toBe(0);
+      const follow = startCli(["logs", "-f", "local-stubborn"], cli);
+      await waitForOutput(follow, (out) => out.includes("started\n"));
+      const t0 = Date.now();
+      expect(await dstack(["stop", "local-stubborn", "--abort", "-y"], cli)).toEqual({ code: 0, stdout: "Aborted\n", stderr: "" });
+      expect((await follow.done).code).toBe(0);
+      // Well under the default stop_duration (5 s) that a graceful stop would have waited out.
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      expect((await dstack(["ps", "-a"], cli)).stdout).toMatch(/^ local-stubborn\s+local\s+.*\baborted\s+/m);
+      await until(async () => (await docker().listContainers({ all: true, filters: { name: ["local-stubborn-"] } })).length === 0);
+    },
+    SLOW,
+  );
+
+  it(
+    "apply -d returns at once; logs -f prints every line as the job writes it and ends with the run",
+    async () => {
+      const d = await dir({ ".dstack.yml": task("local-detached", ["for i in 1 2 3 4 5; do echo tick $i; sleep 0.3; done", "echo bye >&2"]) });
+      const a = await dstack(["apply", "-y", "-d", "--no-repo"], { ...cli, cwd: d });
+      expect(a.code).toBe(0);
+      expect(a.stdout).not.toContain("tick");
+      const f = await dstack(["logs", "-f", "local-detached"], cli);
+      expect(f).toEqual({ code: 0, stdout: "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n", stderr: "bye\n" });
+      expect((await dstack(["ps", "-a"], cli)).stdout).toMatch(/^ local-detached\s+local\s+.*\bexited \(0\)\s+/m);
     },
     SLOW,
   );
