@@ -1,16 +1,16 @@
-// GetMetrics: one sample of the container's CPU, memory and GPUs.
+// GetMetrics: one sample of the container's CPU, memory and GPUs (NVIDIA or AMD).
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { GetMetricsResultSchema, type GetMetricsResult } from "@dstack/proto/agent";
 import { readCgroup } from "./cgroup.js";
-import { sampleGpus } from "./gpu.js";
+import { sampleGpus, type GpuTools } from "./gpu.js";
 
 export { readCgroup, parseFlatKeyed, type CgroupSample } from "./cgroup.js";
-export { parseNvidiaSmi, sampleGpus, type GpuSample } from "./gpu.js";
+export { parseAmdSmiMetric, parseNvidiaSmi, parseRocmSmi, sampleGpus, type GpuSample, type GpuTools } from "./gpu.js";
 
-export async function collectMetrics(o: { cgroupRoot?: string; nvidiaSmi?: string } = {}): Promise<GetMetricsResult> {
+export async function collectMetrics(o: { cgroupRoot?: string; gpuTools?: GpuTools } = {}): Promise<GetMetricsResult> {
   const cg = readCgroup(o.cgroupRoot);
-  const gpus = await sampleGpus(o.nvidiaSmi);
+  const gpus = await sampleGpus(o.gpuTools);
   return create(GetMetricsResultSchema, {
     timestamp: timestampNow(),
     cpuUsageMicros: BigInt(cg.cpuUsageMicros),

@@ -1,10 +1,13 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { collectMetrics } from "./index.js";
 import { parseFlatKeyed, readCgroup } from "./cgroup.js";
-import { parseNvidiaSmi, sampleGpus } from "./gpu.js";
+import { parseAmdSmiMetric, parseNvidiaSmi, parseRocmSmi, sampleGpus } from "./gpu.js";
+
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
 
 function tree(files: Record<string, string>): string {
   const root = mkdtempSync(join(tmpdir(), "cgroup-"));
@@ -55,8 +58,8 @@ describe("cgroup metrics", () => {
     expect([...parseFlatKeyed("a 1\nb x\n\nc 3 extra\n")]).toEqual([["a", 1], ["c", 3]]);
   });
 
-  it("builds a GetMetrics result from the cgroup and no GPUs when nvidia-smi is absent", async () => {
-    const m = await collectMetrics({ cgroupRoot: tree(V2), nvidiaSmi: "/no/such/nvidia-smi" });
+  it("builds a GetMetrics result from the cgroup and no GPUs when no GPU tool is there", async () => {
+    const m = await collectMetrics({ cgroupRoot: tree(V2), gpuTools: { nvidiaSmi: "/no/such/nvidia-smi", amdSmi: "/no/such/amd-smi", rocmSmi: "/no/such/rocm-smi" } });
     expect(m.cpuUsageMicros).toBe(8123456n);
     expect(m.memoryUsageBytes).toBe(209715200n);
     expect(m.gpus).toEqual([]);
@@ -79,5 +82,65 @@ describe("GPU metrics", () => {
     // A stand-in executable that echoes its arguments back as one GPU line when they match.
     writeFileSync(fake, '#!/bin/sh\n[ "$1" = "--query-gpu=utilization.gpu,memory.used" ] && [ "$2" = "--format=csv,noheader,nounits" ] && echo "77, 2048"\n', { mode: 0o755 });
     expect(await sampleGpus(fake)).toEqual([{ utilPercent: 77, memoryUsageBytes: 2048 * 1048576 }]);
+  });
+
+  describe("AMD (recorded outputs in fixtures/)", () => {
+    const fixture = (name: string) => readFileSync(join(FIXTURES, name), "utf8");
+    const MB = 1048576;
+
+    it("amd-smi metric --json of ROCm 6 (a top-level array): gfx_activity % and used_vram MiB per GPU", () => {
+      expect(parseAmdSmiMetric(fixture("amd-smi-metric-mi300x-8-rocm6.json"))).toEqual([
+        { utilPercent: 100, memoryUsageBytes: 181730 * MB },
+        { utilPercent: 99, memoryUsageBytes: 181730 * MB },
+        { utilPercent: 100, memoryUsageBytes: 181728 * MB },
+        { utilPercent: 98, memoryUsageBytes: 181730 * MB },
+        ...Array.from({ length: 4 }, () => ({ utilPercent: 0, memoryUsageBytes: 283 * MB })),
+      ]);
+    });
+
+    it("amd-smi metric --json of ROCm 7 (wrapped in gpu_data); an N/A reading counts as 0", () => {
+      const g = parseAmdSmiMetric(fixture("amd-smi-metric-mi300x-8-rocm7.json"));
+      expect(g).toHaveLength(8);
+      expect(g.slice(0, 4)).toEqual([
+        { utilPercent: 87, memoryUsageBytes: 150022 * MB },
+        { utilPercent: 91, memoryUsageBytes: 150022 * MB },
+        { utilPercent: 0, memoryUsageBytes: 283 * MB },
+        { utilPercent: 0, memoryUsageBytes: 283 * MB },
+      ]);
+    });
+
+    it("skips warning lines before the JSON and rejects a truncated document", () => {
+      expect(parseAmdSmiMetric("WARNING: User is missing the following required groups: render\n" + fixture("amd-smi-metric-mi300x-8-rocm6.json"))).toHaveLength(8);
+      expect(() => parseAmdSmiMetric(fixture("amd-smi-garbled.txt"))).toThrow();
+      expect(() => parseAmdSmiMetric('{"error": "no GPUs"}')).toThrow("amd-smi printed neither a GPU list nor {gpu_data: [...]}");
+    });
+
+    it("rocm-smi --showuse --showmeminfo vram --json: GPU use % and used VRAM bytes per card", () => {
+      expect(parseRocmSmi(fixture("rocm-smi-use-vram-mi210-2.json"))).toEqual([
+        { utilPercent: 63, memoryUsageBytes: 34359738368 },
+        { utilPercent: 0, memoryUsageBytes: 11452416 },
+      ]);
+      // The shim's static recording: used VRAM there, no "GPU use (%)", the "system" entry skipped.
+      expect(parseRocmSmi(fixture("rocm-smi-static-mi210-2.json"))).toEqual([
+        { utilPercent: 0, memoryUsageBytes: 11452416 },
+        { utilPercent: 0, memoryUsageBytes: 11452416 },
+      ]);
+    });
+
+    it("without nvidia-smi, runs amd-smi with its metric query; a failing amd-smi falls back to rocm-smi", async () => {
+      const dir = mkdtempSync(join(tmpdir(), "amd-"));
+      const amd = join(dir, "amd-smi");
+      writeFileSync(amd, `#!/bin/sh\n[ "$*" = "metric --usage --mem-usage --json" ] && cat ${join(FIXTURES, "amd-smi-metric-mi300x-8-rocm7.json")}\n`, { mode: 0o755 });
+      const rocm = join(dir, "rocm-smi");
+      writeFileSync(rocm, `#!/bin/sh\n[ "$*" = "--showuse --showmeminfo vram --json" ] && cat ${join(FIXTURES, "rocm-smi-use-vram-mi210-2.json")}\n`, { mode: 0o755 });
+      const g = await sampleGpus({ nvidiaSmi: join(dir, "nvidia-smi"), amdSmi: amd, rocmSmi: rocm });
+      expect(g[0]).toEqual({ utilPercent: 87, memoryUsageBytes: 150022 * MB });
+      const broken = join(dir, "amd-smi-broken");
+      writeFileSync(broken, "#!/bin/sh\necho 'AMD SMI is not initialized' >&2; exit 1\n", { mode: 0o755 });
+      expect(await sampleGpus({ nvidiaSmi: join(dir, "nvidia-smi"), amdSmi: broken, rocmSmi: rocm })).toEqual([
+        { utilPercent: 63, memoryUsageBytes: 34359738368 },
+        { utilPercent: 0, memoryUsageBytes: 11452416 },
+      ]);
+    });
   });
 });
