@@ -68,6 +68,7 @@ export const ERRORS = {
     status: "FailedPrecondition",
     message: "Fleet '{fleet}' has {jobs} active job(s). Stop the runs using it (`dstack stop`) before deleting the fleet.",
   },
+  DSTACK_INVALID_FLEET_CONFIG: { status: "InvalidArgument", message: "Invalid configuration of fleet '{fleet}': {reason}" },
   DSTACK_BAD_JOIN_TOKEN_REQUEST: { status: "InvalidArgument", message: "Invalid join token request: {reason}." },
   DSTACK_INSTANCE_NOT_FOUND: { status: "NotFound", message: "Instance '{instance}' does not exist in project '{project}'." },
   DSTACK_BAD_HOST_INFO: { status: "InvalidArgument", message: "Invalid host info for instance of fleet '{fleet}': {reason}" },

@@ -5,7 +5,7 @@
 // a third host with a key the servers refuse fails with its own error, tasks run on each host,
 // and deleting the fleet stops both shims and removes their install dirs.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfiguration, type FleetConfig } from "@dstack/proto";
 import { InstanceStatus, type Fleet } from "@dstack/proto/api";
 import { Client } from "../../cli/src/index.js";
+import { withSshKeys } from "../../cli/src/commands/fleet-apply.js";
 import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
 import { dstack, startCli, waitForOutput, type CliRun } from "../cli/run-cli.js";
@@ -133,11 +134,32 @@ const task = (name: string, commands: string[]) =>
 describe("SSH fleets", () => {
   let installDirs: string[] = [];
 
+  it("dstack apply names the identity_file it cannot read, and the field", async () => {
+    const dir = await mkdtemp(join(work, "cfg-"));
+    const missing = join(work, "no-such-key");
+    await writeFile(join(dir, "fleet.dstack.yml"), fleetYaml().replace(`      identity_file: ${join(work, "id_bad")}`, `      identity_file: ${missing}`));
+    const r = await dstack(["apply", "-y", "-f", "fleet.dstack.yml"], { ...cli, cwd: dir });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`fleet.dstack.yml: ssh_config.hosts[2].identity_file: cannot read ${missing}: no such file`);
+    await expect(client.fleets.get("sshf")).rejects.toThrow(/does not exist/);
+  });
+
   it(
     "provisions each host over SSH: the good ones become idle with host facts, the refused one fails with its own error",
     async () => {
-      const config = parseConfiguration(fleetYaml(), "fleet.dstack.yml") as FleetConfig;
-      await client.fleets.apply(config);
+      // What `dstack apply` does: the CLI reads the keys; the server gets their contents.
+      const config = withSshKeys(parseConfiguration(fleetYaml(), "fleet.dstack.yml") as FleetConfig, "fleet.dstack.yml", { cwd: work, env: process.env });
+      const applied = await client.fleets.apply(config);
+      // The server never reads identity_file paths: the key file is gone before it provisions
+      // (and deletes) the hosts.
+      renameSync(join(work, "id_good"), join(work, "id_good.moved"));
+      // Keys are never returned, and are encrypted at rest.
+      const ssh = applied.spec?.configuration?.sshConfig;
+      expect(ssh?.identityFile).toBe(join(work, "id_good"));
+      expect(ssh?.sshKey).toBeUndefined();
+      expect(ssh?.hosts.map((h) => h.sshKey)).toEqual([undefined, undefined, undefined]);
+      expect(JSON.stringify((await client.fleets.get("sshf")).spec)).not.toContain("PRIVATE KEY");
+      expect(readFileSync(join(server.where.serverDir, "data", "sqlite.db")).includes("PRIVATE KEY")).toBe(false);
       const settled = (i: Fleet["instances"][number]) => i.status === InstanceStatus.IDLE || i.status === InstanceStatus.TERMINATED;
       const f = await waitFleet("sshf", (f) => f.instances.length === 3 && f.instances.every(settled));
       const byHost = (n: number) => f.instances[n]!;

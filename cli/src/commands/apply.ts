@@ -13,6 +13,7 @@ import { runStatusText } from "../format/runs.js";
 import { CliError, confirm, readAll, type CliIO } from "../io.js";
 import { ensureSshIdentity } from "../ssh/keys.js";
 import { attachToRun, connectOptionsFor } from "./attach.js";
+import { applyFleet } from "./fleet-apply.js";
 import {
   addResourceFlags,
   applyResourceFlags,
@@ -207,26 +208,6 @@ async function stopAndWait(client: Client, name: string): Promise<void> {
   } finally {
     ac.abort();
   }
-}
-
-async function applyFleet(client: Client, config: FleetConfig, displayName: string, options: ApplyOptions, io: CliIO): Promise<number> {
-  io.stdout.write(formatConfigurationSummary(config, displayName));
-  if (!config.name) throw new CliError(`${displayName}: a fleet needs a name (set \`name:\` or pass -n NAME)`, 2);
-  let exists = false;
-  try {
-    await client.fleets.get(config.name);
-    exists = true;
-  } catch (e) {
-    if (!(e instanceof DstackError && e.kind === "not_found")) throw e;
-  }
-  const question = exists ? `Update the fleet ${config.name}?` : `Create the fleet ${config.name}?`;
-  if (!(await confirm(io, question, { yes: options.yes ?? false }))) {
-    io.stdout.write("\nExiting...\n");
-    return 0;
-  }
-  const fleet = await client.fleets.apply(config, { configurationPath: displayName, force: options.force ?? false });
-  io.stdout.write(`Fleet ${fleet.name} ${exists ? "updated" : "created"}.\n`);
-  return 0;
 }
 
 /** Volumes and gateways: show the summary, ask, create (or update) by name. */

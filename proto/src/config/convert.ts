@@ -315,9 +315,9 @@ const blocks = (b: number | "auto"): PbBlocks => create(BlocksSchema, { value: b
 const fromBlocks = (b: PbBlocks | undefined): number | "auto" | undefined => (b?.value.case === "auto" ? "auto" : b?.value.case === "count" ? b.value.value : undefined);
 
 const proxyJump = (p: ProxyJump | undefined): PbProxyJump | undefined =>
-  p ? create(ProxyJumpSchema, defined({ hostname: p.hostname, port: p.port, user: p.user, identityFile: p.identityFile })) : undefined;
+  p ? create(ProxyJumpSchema, defined({ hostname: p.hostname, port: p.port, user: p.user, identityFile: p.identityFile, sshKey: p.sshKey })) : undefined;
 const fromProxyJump = (p: PbProxyJump | undefined): ProxyJump | undefined =>
-  p ? defined({ hostname: p.hostname, port: p.port, user: p.user, identityFile: p.identityFile }) : undefined;
+  p ? defined({ hostname: p.hostname, port: p.port, user: p.user, identityFile: p.identityFile, sshKey: p.sshKey }) : undefined;
 
 /** The normalized configuration → the `Configuration` message. */
 export function toProtoConfiguration(config: AnyConfig): Configuration {
@@ -412,8 +412,9 @@ export function toProtoConfiguration(config: AnyConfig): Configuration {
                   port: f.sshConfig.port,
                   identityFile: f.sshConfig.identityFile,
                   proxyJump: proxyJump(f.sshConfig.proxyJump),
-                  hosts: f.sshConfig.hosts.map((h) => create(SshHostSchema, defined({ hostname: h.hostname, port: h.port, user: h.user, identityFile: h.identityFile, proxyJump: proxyJump(h.proxyJump), internalIp: h.internalIp, blocks: h.blocks === undefined ? undefined : blocks(h.blocks) }))),
+                  hosts: f.sshConfig.hosts.map((h) => create(SshHostSchema, defined({ hostname: h.hostname, port: h.port, user: h.user, identityFile: h.identityFile, proxyJump: proxyJump(h.proxyJump), internalIp: h.internalIp, blocks: h.blocks === undefined ? undefined : blocks(h.blocks), sshKey: h.sshKey }))),
                   network: f.sshConfig.network,
+                  sshKey: f.sshConfig.sshKey,
                 }))
               : undefined,
             reservation: f.reservation,
@@ -558,8 +559,9 @@ export function fromProtoConfiguration(msg: Configuration): AnyConfig {
               port: ssh.port,
               identityFile: ssh.identityFile,
               proxyJump: fromProxyJump(ssh.proxyJump),
-              hosts: ssh.hosts.map((h) => defined({ hostname: h.hostname, port: h.port, user: h.user, identityFile: h.identityFile, proxyJump: fromProxyJump(h.proxyJump), internalIp: h.internalIp, blocks: fromBlocks(h.blocks) })),
+              hosts: ssh.hosts.map((h) => defined({ hostname: h.hostname, port: h.port, user: h.user, identityFile: h.identityFile, proxyJump: fromProxyJump(h.proxyJump), internalIp: h.internalIp, blocks: fromBlocks(h.blocks), sshKey: h.sshKey })),
               network: ssh.network,
+              sshKey: ssh.sshKey,
             })
           : undefined,
         reservation: f.reservation,

@@ -319,6 +319,8 @@ export interface ProxyJump {
   port?: number;
   user: string;
   identityFile: string;
+  /** The private key's text, read from identityFile by the CLI (never parsed from YAML). */
+  sshKey?: string;
 }
 
 export interface SshHost {
@@ -329,6 +331,8 @@ export interface SshHost {
   proxyJump?: ProxyJump;
   internalIp?: string;
   blocks?: number | "auto";
+  /** The private key's text, read from identityFile by the CLI (never parsed from YAML). */
+  sshKey?: string;
 }
 
 export interface SshConfig {
@@ -338,6 +342,8 @@ export interface SshConfig {
   proxyJump?: ProxyJump;
   hosts: SshHost[];
   network?: string;
+  /** The default private key's text, read from identityFile by the CLI (never parsed from YAML). */
+  sshKey?: string;
 }
 
 export interface FleetNodes {

@@ -6,6 +6,7 @@ import { fromProtoConfiguration, toProtoConfiguration, type FleetConfig } from "
 import { ConfigurationSchema, FleetSchema, FleetSpecSchema, type FleetService, type FleetSpec } from "@dstack/proto/api";
 import { err } from "../errors.js";
 import type { FleetView } from "../services/fleets.js";
+import { withoutSshKeys } from "../services/ssh-fleets.js";
 import { caller } from "./context.js";
 import type { HandlerDeps } from "./deps.js";
 import { instanceMessage } from "./instances.js";
@@ -17,7 +18,7 @@ function fleetConfig(spec: FleetSpec | undefined): FleetConfig {
 }
 
 function fleetMessage(f: FleetView) {
-  const conf = toProtoConfiguration(f.config);
+  const conf = toProtoConfiguration(withoutSshKeys(f.config));
   return create(FleetSchema, {
     id: f.id,
     name: f.name,
@@ -31,14 +32,14 @@ function fleetMessage(f: FleetView) {
 }
 
 export function fleetHandlers({ services, settings, serverInfo }: HandlerDeps): Partial<ServiceImpl<typeof FleetService>> {
-  const { fleets } = services;
+  const { fleets, sshFleets } = services;
   const endpoint = { agentUrl: settings.agentUrl, caFingerprintSha256: serverInfo.caFingerprintSha256 };
   return {
     listFleets: async (req, ctx) => ({ fleets: (await fleets.list(caller(ctx), req.projectName, { includeDeleted: req.includeDeleted })).map(fleetMessage), nextPageToken: "" }),
     getFleet: async (req, ctx) => ({
       fleet: fleetMessage(await fleets.get(caller(ctx), req.projectName, req.fleet.case === "id" ? { id: req.fleet.value } : { name: req.fleet.value ?? "" })),
     }),
-    applyFleet: async (req, ctx) => ({ fleet: fleetMessage(await fleets.apply(caller(ctx), req.projectName, fleetConfig(req.spec))) }),
+    applyFleet: async (req, ctx) => ({ fleet: fleetMessage(await fleets.apply(caller(ctx), req.projectName, await sshFleets.sealKeys(req.projectName, fleetConfig(req.spec)))) }),
     deleteFleets: async (req, ctx) => {
       await fleets.delete(caller(ctx), req.projectName, req.names);
       return {};

@@ -27,6 +27,7 @@ export function instanceMessage(i: InstanceView): Instance {
     status: i.status,
     unreachable: i.unreachable,
     terminationReasonMessage: i.terminationReasonMessage ?? "",
+    statusMessage: i.statusMessage,
     createdAt: timestampFromDate(i.createdAt),
     totalBlocks: i.totalBlocks,
     busyBlocks: i.busyBlocks,

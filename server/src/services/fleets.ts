@@ -14,6 +14,7 @@ import { checkName, tombstoneName } from "./names.js";
 import { DEFAULT_PROJECT_NAME } from "./projects.js";
 import { resolveBlocks, type HostInfo } from "./offers.js";
 import type { ProjectsService } from "./projects.js";
+import { sshStatusMessage } from "./ssh-fleets.js";
 import type { Principal } from "./users.js";
 
 export interface InstanceView {
@@ -33,6 +34,8 @@ export interface InstanceView {
   unreachable: boolean;
   /** Why it ended (e.g. an SSH host that could not be set up), when it did. */
   terminationReasonMessage: string | null;
+  /** Progress or a problem in words (SSH hosts: the provisioning step); "" when nothing to say. */
+  statusMessage: string;
   createdAt: Date;
 }
 
@@ -95,6 +98,7 @@ export function instanceView(i: Instance, projectName: string, fleetName: string
     busyBlocks: i.busyBlocks,
     unreachable: i.unreachable,
     terminationReasonMessage: i.terminationReasonMessage,
+    statusMessage: sshStatusMessage(i),
     createdAt: i.createdAt,
   };
 }

@@ -71,7 +71,7 @@ export function createServices(orm: Orm, settings: Settings, opts: ServiceOption
   const code = new CodeService(orm, projects, opts.codeUploadLimit ?? envCodeLimit());
   const tunnels = new TunnelsService(orm, projects);
   const metrics = new MetricsService(tunnels);
-  const sshFleets = new SshFleetsService(orm, bus);
+  const sshFleets = new SshFleetsService(orm, bus, encryptor);
   return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, metrics, sshFleets, bus, clock };
 }
 

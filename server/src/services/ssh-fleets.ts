@@ -1,12 +1,13 @@
 // The database side of SSH fleets (backends/ssh/provisioner.ts does the SSH work): which hosts
 // a fleet has, one instance per host with its `remoteConnection` (how the host is reached, where
 // its shim is installed, how far provisioning got), and the per-host outcome on the instance.
-import type { FleetConfig } from "@dstack/proto";
+import type { FleetConfig, ProxyJump, SshConfig } from "@dstack/proto";
 import { InstanceStatus, InstanceTerminationReason } from "../domain/enums.js";
 import { withTransaction, type Orm } from "../db/database.js";
 import { Fleet, Instance, Project, build } from "../db/entities.js";
 import { err } from "../errors.js";
 import type { EventBus } from "../scheduler/events.js";
+import type { Encryptor } from "./encryption.js";
 
 /** What an SSH fleet instance records about its host (instances.remote_connection). */
 export interface RemoteConnection {
@@ -21,6 +22,19 @@ export interface RemoteConnection {
   unit?: string;
   /** provisioning: being installed; installed: the shim was started; removed: uninstalled. */
   state: "provisioning" | "installed" | "removed";
+  /** The private key the host was set up with, sealed (see SshFleetsService.openKey): a host
+   *  removed from the configuration is still reached with it to be cleaned. */
+  sshKey?: string;
+  /** The identity_file the key came from (messages only). */
+  identityFile?: string;
+  /** The jump host, its key sealed likewise. */
+  proxyJump?: { hostname: string; port: number; user: string; sshKey: string; identityFile?: string; hostKey?: string };
+  /** The host key fingerprint (SHA256:…) seen at the first connection; another key is refused. */
+  hostKey?: string;
+  /** Where provisioning is ("connecting", "uploading the shim", …): the instance's status message. */
+  step?: string;
+  /** Why the last check of a set-up host failed (e.g. its host key changed); cleared when it passes. */
+  problem?: string;
 }
 
 export interface SshInstanceState {
@@ -43,11 +57,94 @@ export interface SshFleetState {
 
 const configOf = (f: Pick<Fleet, "spec">): FleetConfig => (f.spec as { configuration: FleetConfig }).configuration;
 
+/** Binds a sealed key to its project (not the fleet's name: a deleted fleet is renamed, and its hosts
+ *  are still cleaned with their keys): a ciphertext copied into another project does not open. */
+const keyAad = (projectId: string) => `fleet-ssh-key/${projectId}`;
+
+function mapKeys(ssh: SshConfig, f: (key: string | undefined, field: string, identityFile: string | undefined) => string | undefined): SshConfig {
+  const jump = (p: ProxyJump | undefined, field: string): ProxyJump | undefined => {
+    if (!p) return undefined;
+    const { sshKey, ...rest } = p;
+    const k = f(sshKey, field, p.identityFile);
+    return k === undefined ? rest : { ...rest, sshKey: k };
+  };
+  const { sshKey, proxyJump, ...rest } = ssh;
+  const k = f(sshKey, "ssh_config", ssh.identityFile);
+  const pj = jump(proxyJump, "ssh_config.proxy_jump");
+  return {
+    ...rest,
+    ...(k === undefined ? {} : { sshKey: k }),
+    ...(pj ? { proxyJump: pj } : {}),
+    hosts: ssh.hosts.map((h, n) => {
+      const { sshKey: hk, proxyJump: hpj, ...hrest } = h;
+      const k2 = f(hk, `ssh_config.hosts[${n}]`, h.identityFile);
+      const j2 = jump(hpj, `ssh_config.hosts[${n}].proxy_jump`);
+      return { ...hrest, ...(k2 === undefined ? {} : { sshKey: k2 }), ...(j2 ? { proxyJump: j2 } : {}) };
+    }),
+  };
+}
+
+/** An SSH host's instance in words: its provisioning step, a problem of its last check, or why it failed. */
+export function sshStatusMessage(i: Pick<Instance, "status" | "remoteConnection" | "terminationReasonMessage">): string {
+  const r = i.remoteConnection as Partial<RemoteConnection> | null;
+  if (!r) return i.status === InstanceStatus.TERMINATED ? (i.terminationReasonMessage ?? "") : "";
+  if (i.status === InstanceStatus.TERMINATED) return i.terminationReasonMessage ?? "";
+  if (r.problem) return r.problem;
+  if (i.status === InstanceStatus.PROVISIONING) return r.step ?? "";
+  return "";
+}
+
+/** The configuration as the API shows it: private keys (sealed or not) left out. */
+export function withoutSshKeys(config: FleetConfig): FleetConfig {
+  return config.sshConfig ? { ...config, sshConfig: mapKeys(config.sshConfig, () => undefined) } : config;
+}
+
 export class SshFleetsService {
   constructor(
     private readonly orm: Orm,
     private readonly bus: EventBus,
+    private readonly encryptor: Encryptor,
   ) {}
+
+  /**
+   * Checks that every host and jump host of an SSH fleet's configuration came with its private
+   * key (the CLI reads `identity_file` on the user's machine; the server never reads those
+   * paths) and seals the keys for storage. Other fleets pass through unchanged.
+   */
+  async sealKeys(projectName: string, config: FleetConfig): Promise<FleetConfig> {
+    const ssh = config.sshConfig;
+    if (!ssh) return config;
+    const fleet = config.name ?? "";
+    const bad = (reason: string) => err("DSTACK_INVALID_FLEET_CONFIG", { fleet, reason });
+    const missing = (field: string, identityFile: string | undefined) =>
+      bad(
+        identityFile
+          ? `${field}.identity_file ${identityFile} came without the key itself (ssh_key): the dstack CLI reads the file and sends its contents; the server does not read paths on its own disk`
+          : `${field} has no identity_file`,
+      );
+    ssh.hosts.forEach((h, n) => {
+      if (!h.sshKey && !ssh.sshKey) throw missing(`ssh_config.hosts[${n}] (${h.hostname})`, h.identityFile ?? ssh.identityFile);
+    });
+    if (ssh.hosts.length === 0) throw bad("ssh_config.hosts is empty");
+    const project = await this.orm.em.fork().findOne(Project, { name: projectName, deleted: false }, { fields: ["id"] });
+    if (!project) throw err("DSTACK_PROJECT_NOT_FOUND", { project: projectName });
+    const aad = keyAad(project.id);
+    return {
+      ...config,
+      sshConfig: mapKeys(ssh, (key, field, identityFile) => {
+        if (key === undefined) {
+          if (field.endsWith("proxy_jump")) throw missing(field, identityFile);
+          return undefined;
+        }
+        return this.encryptor.encrypt(key, aad);
+      }),
+    };
+  }
+
+  /** A key sealed by sealKeys, in the clear (only the provisioner calls this, to log in). */
+  openKey(fleet: Pick<SshFleetState, "projectId">, sealed: string): string {
+    return this.encryptor.decrypt(sealed, keyAad(fleet.projectId));
+  }
 
   /** Ids of fleets that have (or had) SSH hosts: live SSH fleets, and deleted ones whose hosts are not yet cleaned. */
   async fleetIds(): Promise<string[]> {

@@ -10,6 +10,7 @@
 // failed ones are tried again, hosts gone from the configuration are uninstalled (shim stopped,
 // install dir removed, identity revoked), and so are all hosts of a deleted fleet.
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -21,7 +22,8 @@ import type { EventBus } from "../../scheduler/events.js";
 import type { RemoteConnection, SshFleetsService, SshFleetState, SshInstanceState } from "../../services/ssh-fleets.js";
 import type { AgentLogger } from "../../agents/dispatcher.js";
 import { InstanceStatus } from "../../domain/enums.js";
-import { connect, exec, shq, SshHostError, type SshEndpoint, type SshTarget } from "./remote.js";
+import { DecryptionError } from "../../services/encryption.js";
+import { connect, exec, shq, SshHostError, type SshEndpoint, type SshSession, type SshTarget } from "./remote.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
 export const DEFAULT_SHIM_BUNDLE_DIR = join(REPO, "build", "shim-bundle");
@@ -44,25 +46,75 @@ export interface SshProvisionerOptions {
 /** A host of the configuration with the fleet-level defaults applied. */
 export interface ResolvedHost extends SshTarget {
   key: string;
+  /** The key and jump host as recorded on the instance (keys sealed). */
+  sealed: Pick<RemoteConnection, "sshKey" | "identityFile" | "proxyJump">;
 }
 
-export function resolveHosts(ssh: SshConfig): { hosts: ResolvedHost[]; errors: { key: string; hostname: string; port: number; user: string; message: string }[] } {
+type HostError = { key: string; hostname: string; port: number; user: string; message: string };
+
+/** Sealed keys → usable keys; fails with a per-host message when a key does not open. */
+type Opener = (sealed: string) => string;
+
+function endpointOf(r: { hostname: string; port: number; user: string; sshKey: string; identityFile?: string; hostKey?: string }, open: Opener): SshEndpoint {
+  return { hostname: r.hostname, port: r.port, user: r.user, privateKey: open(r.sshKey), ...(r.identityFile ? { identityFile: r.identityFile } : {}), ...(r.hostKey ? { hostKey: r.hostKey } : {}) };
+}
+
+export function resolveHosts(ssh: SshConfig, open: Opener): { hosts: ResolvedHost[]; errors: HostError[] } {
   const hosts: ResolvedHost[] = [];
-  const errors: { key: string; hostname: string; port: number; user: string; message: string }[] = [];
+  const errors: HostError[] = [];
   for (const h of ssh.hosts as SshHost[]) {
     const user = h.user ?? ssh.user ?? "root";
     const port = h.port ?? ssh.port ?? 22;
     const key = `${user}@${h.hostname}:${port}`;
-    const identityFile = h.identityFile ?? ssh.identityFile;
-    if (!identityFile) {
-      errors.push({ key, hostname: h.hostname, port, user, message: `no identity_file for ${key}: set ssh_config.identity_file or the host's identity_file` });
-      continue;
-    }
+    const own = h.sshKey !== undefined;
+    const sshKey = h.sshKey ?? ssh.sshKey;
+    const identityFile = own ? h.identityFile : (h.identityFile ?? ssh.identityFile);
     const pj = h.proxyJump ?? ssh.proxyJump;
-    const proxyJump: SshEndpoint | undefined = pj ? { hostname: pj.hostname, port: pj.port ?? 22, user: pj.user, identityFile: pj.identityFile } : undefined;
-    hosts.push({ key, hostname: h.hostname, port, user, identityFile, ...(proxyJump ? { proxyJump } : {}) });
+    try {
+      if (!sshKey) throw new SshHostError(`no private key for ${key}: set ssh_config.identity_file or the host's identity_file`);
+      if (pj && !pj.sshKey) throw new SshHostError(`no private key for the jump host ${pj.user}@${pj.hostname} of ${key}`);
+      const sealed: ResolvedHost["sealed"] = {
+        sshKey,
+        ...(identityFile ? { identityFile } : {}),
+        ...(pj ? { proxyJump: { hostname: pj.hostname, port: pj.port ?? 22, user: pj.user, sshKey: pj.sshKey!, identityFile: pj.identityFile } } : {}),
+      };
+      hosts.push({ key, sealed, ...targetOf({ hostname: h.hostname, port, user, ...sealed } as RemoteConnection, open) });
+    } catch (e) {
+      errors.push({ key, hostname: h.hostname, port, user, message: (e as Error).message });
+    }
   }
   return { hosts, errors };
+}
+
+/** How to reach the host a remote connection records (its own sealed keys). */
+function targetOf(r: Pick<RemoteConnection, "hostname" | "port" | "user" | "sshKey" | "identityFile" | "proxyJump" | "hostKey">, open: Opener): SshTarget {
+  if (!r.sshKey) throw new SshHostError(`no private key recorded for ${r.user}@${r.hostname}:${r.port}`);
+  return {
+    ...endpointOf({ hostname: r.hostname, port: r.port, user: r.user, sshKey: r.sshKey, ...(r.identityFile ? { identityFile: r.identityFile } : {}), ...(r.hostKey ? { hostKey: r.hostKey } : {}) }, open),
+    ...(r.proxyJump ? { proxyJump: endpointOf(r.proxyJump, open) } : {}),
+  };
+}
+
+/** Free space a host keeps beyond the bundles (MB). */
+export const MIN_FREE_MB = 200;
+
+/** The host keys recorded for an instance, kept while the host (and jump host) stay the same. */
+function pinsOf(r: RemoteConnection, h: ResolvedHost): Pick<RemoteConnection, "hostKey" | "proxyJump"> {
+  const pj = h.sealed.proxyJump;
+  const samePj = pj && r.proxyJump && r.proxyJump.hostname === pj.hostname && r.proxyJump.port === pj.port;
+  return {
+    ...(r.hostKey ? { hostKey: r.hostKey } : {}),
+    ...(pj ? { proxyJump: { ...pj, ...(samePj && r.proxyJump!.hostKey ? { hostKey: r.proxyJump!.hostKey } : {}) } } : {}),
+  };
+}
+
+/** The target with the recorded host keys to check. */
+function withPins(h: ResolvedHost, r: RemoteConnection): ResolvedHost {
+  return {
+    ...h,
+    ...(r.hostKey ? { hostKey: r.hostKey } : {}),
+    ...(h.proxyJump ? { proxyJump: { ...h.proxyJump, ...(r.proxyJump?.hostKey ? { hostKey: r.proxyJump.hostKey } : {}) } } : {}),
+  };
 }
 
 const UNAME_ARCH: Record<string, string> = { x64: "x86_64", arm64: "aarch64" };
@@ -196,7 +248,7 @@ export class SshFleetProvisioner {
       await Promise.allSettled(fleet.instances.filter((i) => i.remote.state !== "removed").map((i) => this.teardown(fleet, i)));
       return;
     }
-    const { hosts, errors } = resolveHosts(fleet.config.sshConfig ?? { hosts: [] });
+    const { hosts, errors } = resolveHosts(fleet.config.sshConfig ?? { hosts: [] }, this.opener(fleet));
     const live = fleet.instances.filter((i) => !i.deleted);
     const byKey = new Map(live.map((i) => [i.remote.host, i]));
     const wanted = new Set([...hosts.map((h) => h.key), ...errors.map((e) => e.key)]);
@@ -209,25 +261,79 @@ export class SshFleetProvisioner {
     }
     for (const h of hosts) {
       const existing = byKey.get(h.key);
-      if (existing && existing.status !== InstanceStatus.TERMINATED && existing.remote.state === "installed") continue;
-      const remote: RemoteConnection = { host: h.key, hostname: h.hostname, port: h.port, user: h.user, state: "provisioning" };
+      const remote: RemoteConnection = { host: h.key, hostname: h.hostname, port: h.port, user: h.user, state: "provisioning", ...h.sealed };
+      if (existing && existing.status !== InstanceStatus.TERMINATED && existing.remote.state === "installed") {
+        // Set up before: check it over SSH (host key, install marker, shim alive); reinstall only if needed.
+        const inst = { ...existing, remote: { ...existing.remote, ...h.sealed, ...pinsOf(existing.remote, h) } };
+        work.push(this.check(fleet, inst, withPins(h, inst.remote)));
+        continue;
+      }
       let inst: SshInstanceState;
       if (existing) {
-        inst = { ...existing, remote: { ...existing.remote, ...remote } };
+        inst = { ...existing, remote: { ...existing.remote, ...remote, ...pinsOf(existing.remote, h), step: "connecting" } };
         await this.o.sshFleets.update(inst.id, inst.remote, { retry: true });
-      } else inst = await this.o.sshFleets.addHost(fleet.id, remote);
-      work.push(this.provision(fleet, inst, h));
+      } else inst = await this.o.sshFleets.addHost(fleet.id, { ...remote, step: "connecting" });
+      work.push(this.provision(fleet, inst, withPins(h, inst.remote)));
     }
     await Promise.allSettled(work);
   }
 
-  private async provision(fleet: SshFleetState, inst: SshInstanceState, h: ResolvedHost): Promise<void> {
-    const log = this.o.log;
-    log.info({ fleet: fleet.name, host: h.key, instance: inst.name }, "ssh fleet: provisioning host");
-    let remote = inst.remote;
-    let session: Awaited<ReturnType<typeof connect>> | null = null;
+  /** What the install on a host must match: the bundles' inputs and the scripts we write. */
+  private installHash(useSystemd: boolean, dir: string): string {
+    const inputs = (d: string) => (JSON.parse(readFileSync(join(d, "bundle.json"), "utf8")) as { inputs?: string }).inputs ?? String(statSync(join(d, "bundle.json")).mtimeMs);
+    return createHash("sha256")
+      .update([inputs(this.shimDir), inputs(this.runnerDir), startScript({ agentUrl: this.o.agentUrl, caFingerprint: this.o.caFingerprint }), useSystemd ? systemdUnit(dir) : SUPERVISE_SCRIPT].join("\0"))
+      .digest("hex");
+  }
+
+  /**
+   * A host set up before, applied again: leave it alone when its host key, install marker and
+   * shim process are as we left them; reinstall (keeping the shim's identity) otherwise.
+   */
+  private async check(fleet: SshFleetState, inst: SshInstanceState, h: ResolvedHost): Promise<void> {
+    const r = inst.remote;
+    let session: SshSession | null = null;
     try {
       session = await connect(h);
+      const dir = r.installDir!;
+      const alive = r.unit ? `systemctl is-active --quiet ${shq(r.unit)}` : `kill -0 "$(cat ${shq(`${dir}/supervisor.pid`)} 2>/dev/null)" 2>/dev/null`;
+      const out = await exec(session.client, `cat ${shq(`${dir}/install.sha256`)} 2>/dev/null; ${alive} && echo alive || echo dead`);
+      const lines = out.stdout.trim().split("\n");
+      const state = lines.pop();
+      const hash = lines[0] ?? "";
+      if (hash === this.installHash(!!r.unit, dir) && state === "alive") {
+        // Unchanged: nothing to do but keep the keys of this apply and clear an old problem.
+        await this.o.sshFleets.update(inst.id, { ...r, problem: undefined });
+        return;
+      }
+      this.o.log.info({ fleet: fleet.name, host: h.key, instance: inst.name, changed: hash ? "install" : "missing", state }, "ssh fleet: reinstalling the shim");
+    } catch (e) {
+      // The instance keeps running on its linked shim; the problem shows on it until solved.
+      const message = e instanceof SshHostError ? e.message : `checking ${h.key} failed: ${(e as Error)?.message ?? String(e)}`;
+      this.o.log.warn({ fleet: fleet.name, host: h.key, instance: inst.name, error: message }, "ssh fleet: host check failed");
+      await this.o.sshFleets.update(inst.id, { ...r, problem: message });
+      return;
+    } finally {
+      session?.close();
+    }
+    await this.provision(fleet, inst, h, { reinstall: true });
+  }
+
+  private async provision(fleet: SshFleetState, inst: SshInstanceState, h: ResolvedHost, o: { reinstall?: boolean } = {}): Promise<void> {
+    const log = this.o.log;
+    log.info({ fleet: fleet.name, host: h.key, instance: inst.name, reinstall: !!o.reinstall }, "ssh fleet: provisioning host");
+    let remote: RemoteConnection = { ...inst.remote, problem: undefined };
+    const step = async (s: string) => {
+      remote = { ...remote, step: s };
+      await this.o.sshFleets.update(inst.id, remote);
+    };
+    let session: SshSession | null = null;
+    try {
+      if (!o.reinstall) await step("connecting");
+      session = await connect(h);
+      // First connection: remember the host keys; later ones must present the same.
+      remote = { ...remote, hostKey: session.hostKey, ...(remote.proxyJump && session.jumpHostKey ? { proxyJump: { ...remote.proxyJump, hostKey: session.jumpHostKey } } : {}) };
+      if (!o.reinstall) await step("checking the host");
       const c = session.client;
       const run = async (cmd: string, stdin?: Readable) => exec(c, cmd, stdin);
       const manifest = JSON.parse(readFileSync(join(this.shimDir, "bundle.json"), "utf8")) as { arch: string; node: string };
@@ -247,14 +353,17 @@ export class SshFleetProvisioner {
       // Disk: the bundles (the runner shares the shim's node and libraries when they match) and room to spare.
       const runner = JSON.parse(readFileSync(join(this.runnerDir, "bundle.json"), "utf8")) as { arch: string; node: string };
       const shareNode = runner.node === manifest.node && runner.arch === manifest.arch;
-      const needMb = Math.ceil((dirSize(this.shimDir) + (shareNode ? dirSize(join(this.runnerDir, "runner.js")) : dirSize(this.runnerDir))) / 1048576) + 200;
+      const needMb = Math.ceil((dirSize(this.shimDir) + (shareNode ? dirSize(join(this.runnerDir, "runner.js")) : dirSize(this.runnerDir))) / 1048576) + MIN_FREE_MB;
       const df = await run(`mkdir -p ${shq(base)} && df -Pk ${shq(base)} | awk 'NR==2 {print $4}'`);
       const freeMb = Math.floor(Number(df.stdout.trim()) / 1024);
       if (df.code !== 0) throw new SshHostError(`cannot prepare ${base} on ${h.key}: ${firstLine(df.stderr)}`);
       if (Number.isFinite(freeMb) && freeMb < needMb) throw new SshHostError(`not enough disk space on ${h.key}: ${freeMb} MB free in ${base}, the shim needs ${needMb} MB`);
 
-      // The bundles: one tar stream, unpacked by the host's tar.
+      // A reinstall stops the running shim first; its home (identity) stays.
+      if (o.reinstall) await this.stopShim(c, remote);
+      await step("uploading the shim");
       await this.upload(c, h, dir, shareNode);
+      await step("starting the shim");
       const token = await this.o.joinTokens.create({ projectId: fleet.projectId, fleetId: fleet.id, kind: "shim", boundId: inst.id });
       const put = async (path: string, text: string, mode: string) => {
         const r = await run(`umask 077 && cat >${shq(path)} && chmod ${mode} ${shq(path)}`, Readable.from([Buffer.from(text)]));
@@ -264,7 +373,7 @@ export class SshFleetProvisioner {
       await put(`${dir}/start.sh`, startScript({ agentUrl: this.o.agentUrl, caFingerprint: this.o.caFingerprint }), "700");
       if (useSystemd) {
         await put(`/etc/systemd/system/${remote.unit}.service`, systemdUnit(dir), "644");
-        const r = await run(`systemctl daemon-reload && systemctl enable --now ${shq(remote.unit!)}`);
+        const r = await run(`systemctl daemon-reload && systemctl enable ${shq(remote.unit!)} && systemctl restart ${shq(remote.unit!)}`);
         if (r.code !== 0) throw new SshHostError(`cannot start the shim's systemd unit on ${h.key}: ${firstLine(r.stderr)}`);
       } else {
         await put(`${dir}/supervise.sh`, SUPERVISE_SCRIPT, "700");
@@ -273,16 +382,37 @@ export class SshFleetProvisioner {
         const r = await run(`nohup ${setsid} sh ${shq(`${dir}/supervise.sh`)} >/dev/null 2>&1 </dev/null &`);
         if (r.code !== 0) throw new SshHostError(`cannot start the shim on ${h.key}: ${firstLine(r.stderr)}`);
       }
-      remote = { ...remote, state: "installed" };
+      // Written last: a host whose marker matches was set up completely.
+      await put(`${dir}/install.sha256`, this.installHash(useSystemd, dir) + "\n", "600");
+      remote = { ...remote, state: "installed", step: "waiting for the shim" };
       await this.o.sshFleets.update(inst.id, remote);
       log.info({ fleet: fleet.name, host: h.key, instance: inst.name, dir, systemd: useSystemd }, "ssh fleet: shim started; waiting for it to link");
     } catch (e) {
       const message = e instanceof SshHostError ? e.message : `provisioning ${h.key} failed: ${(e as Error)?.message ?? String(e)}`;
       log.warn({ fleet: fleet.name, host: h.key, instance: inst.name, error: message }, "ssh fleet: host failed");
-      await this.o.sshFleets.update(inst.id, remote, { failed: message });
+      await this.o.sshFleets.update(inst.id, { ...remote, step: undefined }, { failed: message });
     } finally {
       session?.close();
     }
+  }
+
+  /** Stops the shim a host runs (systemd unit or restart loop), waiting for it to exit. */
+  private async stopShim(c: Client, r: RemoteConnection): Promise<void> {
+    const dir = r.installDir!;
+    if (r.unit) {
+      await exec(c, `systemctl stop ${shq(r.unit)} >/dev/null 2>&1; true`);
+      return;
+    }
+    await exec(
+      c,
+      [
+        `p=$(cat ${shq(`${dir}/supervisor.pid`)} 2>/dev/null)`,
+        'if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null; i=0; while kill -0 "$p" 2>/dev/null && [ $i -lt 60 ]; do sleep 0.5; i=$((i+1)); done; fi',
+        // Anything still started from the install dir (a shim that ignored SIGTERM) goes too; the
+        // pattern's first character is bracketed so it does not match this command's own shell.
+        `pkill -KILL -f ${shq(`[${dir[0]}]${dir.slice(1)}/`)} 2>/dev/null; true`,
+      ].join("; "),
+    );
   }
 
   private async upload(c: Client, h: ResolvedHost, dir: string, shareNode: boolean): Promise<void> {
@@ -304,7 +434,8 @@ export class SshFleetProvisioner {
     let tarErr = "";
     tar.stderr.on("data", (d: Buffer) => (tarErr += d.toString()));
     const tarDone = new Promise<number>((ok) => tar.once("close", (code) => ok(code ?? -1)));
-    const r = await exec(c, `rm -rf ${shq(dir)} && mkdir -p ${shq(dir)}/home && tar -x -C ${shq(dir)}`, tar.stdout);
+    // home/ (the shim's identity) survives a reinstall; the rest is replaced.
+    const r = await exec(c, `mkdir -p ${shq(dir)}/home && rm -rf ${shq(dir)}/shim-bundle ${shq(dir)}/runner-bundle && tar -x -C ${shq(dir)}`, tar.stdout);
     const code = await tarDone;
     if (code !== 0) throw new Error(`tar of the bundles failed: ${firstLine(tarErr)}`);
     if (r.code !== 0) throw new SshHostError(`cannot unpack the shim on ${h.key}: ${firstLine(r.stderr) || `tar -x exited with ${r.code}`}${/not found/.test(r.stderr) ? " (the host needs tar)" : ""}`);
@@ -323,24 +454,13 @@ export class SshFleetProvisioner {
     let session: Awaited<ReturnType<typeof connect>> | null = null;
     try {
       if (r.installDir) {
-        const { hosts } = resolveHosts(fleet.config.sshConfig ?? { hosts: [] });
-        // A removed host is no longer in the configuration: use the fleet's defaults for its key.
-        const target = hosts.find((h) => h.key === r.host) ?? this.fallbackTarget(fleet, r);
-        if (!target) throw new SshHostError(`no identity_file to reach ${r.host}`);
+        // The key the host was set up with; records older than sealed keys use the fleet's default.
+        const target = targetOf(r.sshKey ? r : { ...r, ...this.fleetDefaults(fleet) }, this.opener(fleet));
         session = await connect(target);
         const dir = r.installDir;
-        const cmd = r.unit
-          ? `systemctl disable --now ${shq(r.unit)} >/dev/null 2>&1; rm -f ${shq(`/etc/systemd/system/${r.unit}.service`)}; systemctl daemon-reload; rm -rf ${shq(dir)}`
-          : [
-              `p=$(cat ${shq(`${dir}/supervisor.pid`)} 2>/dev/null)`,
-              'if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null; i=0; while kill -0 "$p" 2>/dev/null && [ $i -lt 60 ]; do sleep 0.5; i=$((i+1)); done; fi',
-            ].join("; ");
-        if (!r.unit) {
-          // Anything still started from the install dir (a shim that ignored SIGTERM) goes too; the
-          // pattern's first character is bracketed so it does not match this command's own shell.
-          await exec(session.client, `pkill -KILL -f ${shq(`[${dir[0]}]${dir.slice(1)}/`)} 2>/dev/null; true`);
-        }
-        const out = await exec(session.client, r.unit ? cmd : `${cmd}; rm -rf ${shq(dir)}`);
+        await this.stopShim(session.client, r);
+        const cmd = r.unit ? `systemctl disable ${shq(r.unit)} >/dev/null 2>&1; rm -f ${shq(`/etc/systemd/system/${r.unit}.service`)}; systemctl daemon-reload; rm -rf ${shq(dir)}` : `rm -rf ${shq(dir)}`;
+        const out = await exec(session.client, cmd);
         if (out.code !== 0) throw new SshHostError(`cleanup on ${r.host} failed: ${firstLine(out.stderr)}`);
       }
     } catch (e) {
@@ -352,11 +472,24 @@ export class SshFleetProvisioner {
     await this.o.sshFleets.update(inst.id, { ...r, state: "removed" }, { retire: true });
   }
 
-  private fallbackTarget(fleet: SshFleetState, r: RemoteConnection): SshTarget | null {
+  private fleetDefaults(fleet: SshFleetState): Pick<RemoteConnection, "sshKey" | "identityFile" | "proxyJump"> {
     const ssh = fleet.config.sshConfig;
-    const identityFile = ssh?.identityFile;
-    if (!identityFile) return null;
     const pj = ssh?.proxyJump;
-    return { hostname: r.hostname, port: r.port, user: r.user, identityFile, ...(pj ? { proxyJump: { hostname: pj.hostname, port: pj.port ?? 22, user: pj.user, identityFile: pj.identityFile } } : {}) };
+    return {
+      ...(ssh?.sshKey ? { sshKey: ssh.sshKey } : {}),
+      ...(ssh?.identityFile ? { identityFile: ssh.identityFile } : {}),
+      ...(pj?.sshKey ? { proxyJump: { hostname: pj.hostname, port: pj.port ?? 22, user: pj.user, sshKey: pj.sshKey, identityFile: pj.identityFile } } : {}),
+    };
+  }
+
+  private opener(fleet: SshFleetState): Opener {
+    return (sealed) => {
+      try {
+        return this.o.sshFleets.openKey(fleet, sealed);
+      } catch (e) {
+        if (e instanceof DecryptionError) throw new SshHostError(`the stored private key cannot be decrypted (${e.message}); apply the fleet again`);
+        throw e;
+      }
+    };
   }
 }

@@ -1,16 +1,19 @@
 // SSH to a fleet host with ssh2: connect (optionally through one jump host), run commands,
 // stream stdin into a command. Errors say what failed in the words a user can act on.
-import { readFileSync } from "node:fs";
-import { homedir } from "node:os";
+import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
-import { Client, type ConnectConfig } from "ssh2";
+import ssh2, { Client, type ConnectConfig } from "ssh2";
 
 export interface SshEndpoint {
   hostname: string;
   port: number;
   user: string;
-  /** Path of the private key, as written in the fleet configuration (~ is the server's home). */
-  identityFile: string;
+  /** The private key's text (the CLI read it from the user's identity_file). */
+  privateKey: string;
+  /** The identity_file it came from, for messages only: the server never reads it. */
+  identityFile?: string;
+  /** The host key fingerprint seen at the first connection; any other key is refused. */
+  hostKey?: string;
 }
 
 export interface SshTarget extends SshEndpoint {
@@ -21,66 +24,84 @@ export class SshHostError extends Error {
   override name = "SshHostError";
 }
 
-const expandHome = (p: string): string => (p === "~" ? homedir() : p.startsWith("~/") ? `${homedir()}${p.slice(1)}` : p);
-
-function readKey(e: SshEndpoint): Buffer {
-  try {
-    return readFileSync(expandHome(e.identityFile));
-  } catch (x) {
-    throw new SshHostError(`cannot read identity_file ${e.identityFile}: ${(x as Error).message}`);
-  }
-}
+/** OpenSSH's fingerprint form: `SHA256:` and the unpadded base64 of the key blob's SHA-256. */
+export const fingerprint = (key: Buffer): string => `SHA256:${createHash("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
 
 const where = (e: SshEndpoint): string => `${e.user}@${e.hostname}:${e.port}`;
 
 function describeConnectError(e: SshEndpoint, x: Error & { level?: string; code?: string }): SshHostError {
-  if (x.level === "client-authentication") return new SshHostError(`SSH authentication refused for ${where(e)} (identity_file ${e.identityFile})`);
+  if (x.level === "client-authentication") return new SshHostError(`SSH authentication refused for ${where(e)}${e.identityFile ? ` (identity_file ${e.identityFile})` : ""}`);
   if (x.code === "ECONNREFUSED") return new SshHostError(`SSH connection refused by ${e.hostname}:${e.port}`);
   if (x.code === "ENOTFOUND" || x.code === "EAI_AGAIN") return new SshHostError(`SSH host ${e.hostname} cannot be resolved`);
   if (x.level === "client-timeout" || /timed out/i.test(x.message)) return new SshHostError(`SSH connection to ${e.hostname}:${e.port} timed out`);
   return new SshHostError(`SSH connection to ${where(e)} failed: ${x.message}`);
 }
 
-function connectOne(e: SshEndpoint, extra: Partial<ConnectConfig> = {}): Promise<Client> {
-  const privateKey = readKey(e);
+interface Connected {
+  client: Client;
+  hostKey: string;
+}
+
+function connectOne(e: SshEndpoint, extra: Partial<ConnectConfig> = {}): Promise<Connected> {
+  const privateKey = e.privateKey;
+  const parsed = ssh2.utils.parseKey(privateKey);
+  if (parsed instanceof Error) return Promise.reject(new SshHostError(`the private key for ${where(e)}${e.identityFile ? ` (identity_file ${e.identityFile})` : ""} cannot be used: ${parsed.message}`));
   return new Promise((resolve, reject) => {
     const c = new Client();
+    let seen = "";
     const fail = (x: Error) => {
       c.end();
-      reject(describeConnectError(e, x));
+      // A refused host key surfaces as a handshake error; say what was refused.
+      if (e.hostKey && seen && seen !== e.hostKey) reject(new SshHostError(`host key for ${e.hostname}:${e.port} changed (was ${e.hostKey}, now ${seen}); if the host was reinstalled, remove it from the fleet, apply, then add it back`));
+      else reject(describeConnectError(e, x));
     };
     c.once("ready", () => {
       c.off("error", fail);
       c.on("error", () => {}); // later errors surface on the calls that hit them
-      resolve(c);
+      resolve({ client: c, hostKey: seen });
     });
     c.once("error", fail);
-    c.connect({ host: e.hostname, port: e.port, username: e.user, privateKey, readyTimeout: 20_000, keepaliveInterval: 15_000, ...extra });
+    c.connect({
+      host: e.hostname,
+      port: e.port,
+      username: e.user,
+      privateKey,
+      readyTimeout: 20_000,
+      keepaliveInterval: 15_000,
+      hostVerifier: (key: Buffer) => {
+        seen = fingerprint(key);
+        return !e.hostKey || seen === e.hostKey;
+      },
+      ...extra,
+    });
   });
 }
 
 /** A connected client; `close()` ends it and its jump host. */
 export interface SshSession {
   client: Client;
+  /** The fingerprints the host (and its jump host) presented: recorded at the first connection. */
+  hostKey: string;
+  jumpHostKey?: string;
   close(): void;
 }
 
 export async function connect(t: SshTarget): Promise<SshSession> {
   if (!t.proxyJump) {
-    const client = await connectOne(t);
-    return { client, close: () => client.end() };
+    const { client, hostKey } = await connectOne(t);
+    return { client, hostKey, close: () => client.end() };
   }
   const jump = await connectOne(t.proxyJump);
   try {
     const sock = await new Promise<import("node:stream").Duplex>((resolve, reject) =>
-      jump.forwardOut("127.0.0.1", 0, t.hostname, t.port, (x, stream) =>
+      jump.client.forwardOut("127.0.0.1", 0, t.hostname, t.port, (x, stream) =>
         x ? reject(new SshHostError(`jump host ${where(t.proxyJump!)} cannot reach ${t.hostname}:${t.port}: ${x.message}`)) : resolve(stream),
       ),
     );
-    const client = await connectOne(t, { sock: sock as never });
-    return { client, close: () => (client.end(), jump.end()) };
+    const { client, hostKey } = await connectOne(t, { sock: sock as never });
+    return { client, hostKey, jumpHostKey: jump.hostKey, close: () => (client.end(), jump.client.end()) };
   } catch (x) {
-    jump.end();
+    jump.client.end();
     throw x;
   }
 }

@@ -1,0 +1,81 @@
+// `dstack apply` of a fleet: read the SSH private keys named by `identity_file` on this machine
+// (the server never reads paths of a user's configuration), show the summary, ask, apply, and
+// for SSH fleets follow each host's provisioning until every host settles.
+import { readFileSync } from "node:fs";
+import { isAbsolute, resolve } from "node:path";
+import type { FleetConfig, ProxyJump } from "@dstack/proto";
+import type { Client } from "../client/client.js";
+import { DstackError } from "../client/errors.js";
+import { formatConfigurationSummary } from "../format/configuration.js";
+import { CliError, confirm, type CliIO } from "../io.js";
+
+export interface FleetApplyOptions {
+  yes?: boolean;
+  force?: boolean;
+  /** Return right after the apply instead of following SSH hosts' provisioning. */
+  detach?: boolean;
+}
+
+function expandPath(path: string, io: Pick<CliIO, "cwd" | "env">): string {
+  const home = io.env.HOME ?? "";
+  const p = path === "~" ? home : path.startsWith("~/") ? `${home}${path.slice(1)}` : path;
+  return isAbsolute(p) ? p : resolve(io.cwd, p);
+}
+
+function readKey(path: string, field: string, displayName: string, io: Pick<CliIO, "cwd" | "env">): string {
+  const full = expandPath(path, io);
+  let text: string;
+  try {
+    text = readFileSync(full, "utf8");
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message;
+    throw new CliError(`${displayName}: ${field}: cannot read ${path}${full !== path ? ` (${full})` : ""}: ${why}`, 2);
+  }
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) throw new CliError(`${displayName}: ${field}: ${path} is not a private key (no "-----BEGIN … PRIVATE KEY-----" line)`, 2);
+  return text;
+}
+
+/**
+ * A copy of the configuration with the `ssh_key` of every `identity_file` it names (fleet
+ * default, per host, jump hosts) read from this machine. Unreadable files are CLI errors naming
+ * the file and the field.
+ */
+export function withSshKeys(config: FleetConfig, displayName: string, io: Pick<CliIO, "cwd" | "env">): FleetConfig {
+  const ssh = config.sshConfig;
+  if (!ssh) return config;
+  const jump = (p: ProxyJump | undefined, field: string): ProxyJump | undefined => (p ? { ...p, sshKey: readKey(p.identityFile, `${field}.identity_file`, displayName, io) } : undefined);
+  return {
+    ...config,
+    sshConfig: {
+      ...ssh,
+      ...(ssh.identityFile ? { sshKey: readKey(ssh.identityFile, "ssh_config.identity_file", displayName, io) } : {}),
+      ...(ssh.proxyJump ? { proxyJump: jump(ssh.proxyJump, "ssh_config.proxy_jump") } : {}),
+      hosts: ssh.hosts.map((h, n) => ({
+        ...h,
+        ...(h.identityFile ? { sshKey: readKey(h.identityFile, `ssh_config.hosts[${n}].identity_file`, displayName, io) } : {}),
+        ...(h.proxyJump ? { proxyJump: jump(h.proxyJump, `ssh_config.hosts[${n}].proxy_jump`) } : {}),
+      })),
+    },
+  };
+}
+
+export async function applyFleet(client: Client, config: FleetConfig, displayName: string, options: FleetApplyOptions, io: CliIO): Promise<number> {
+  io.stdout.write(formatConfigurationSummary(config, displayName));
+  if (!config.name) throw new CliError(`${displayName}: a fleet needs a name (set \`name:\` or pass -n NAME)`, 2);
+  const withKeys = withSshKeys(config, displayName, io);
+  let exists = false;
+  try {
+    await client.fleets.get(config.name);
+    exists = true;
+  } catch (e) {
+    if (!(e instanceof DstackError && e.kind === "not_found")) throw e;
+  }
+  const question = exists ? `Update the fleet ${config.name}?` : `Create the fleet ${config.name}?`;
+  if (!(await confirm(io, question, { yes: options.yes ?? false }))) {
+    io.stdout.write("\nExiting...\n");
+    return 0;
+  }
+  const fleet = await client.fleets.apply(withKeys, { configurationPath: displayName, force: options.force ?? false });
+  io.stdout.write(`Fleet ${fleet.name} ${exists ? "updated" : "created"}.\n`);
+  return 0;
+}
