@@ -186,6 +186,15 @@ describe("runner in a container: attachable jobs under a pseudo-terminal (node-p
     expect(m.data.text(s.jobId, "stdout")).toMatch(/^\/dev\/pts\/\d+\n50 160\nall-terminals\nxterm-256color\n$/);
   });
 
+  it("busybox: a job user (uid 1000, no /etc/passwd) owns its terminal and can reopen it", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.busybox);
+    await submit(s, { tty: true, user: { uid: 1000, gid: 1000 }, workingDir: "/tmp/w", commands: ["id -u", "t=$(tty)", "stat -c '%u' $t", "echo via-dev-tty > /dev/tty"] });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.DONE, exitStatus: 0 });
+    await s.ended;
+    expect(m.data.text(s.jobId, "stdout")).toBe("1000\n1000\nvia-dev-tty\n");
+  });
+
   it("without tty the same commands see pipes (no terminal)", async () => {
     const s = await startRunnerContainer(TEST_IMAGES.busybox);
     await submit(s, { commands: ["tty || true", "echo to-stderr >&2"] });
