@@ -28,3 +28,21 @@ describe("the installed dstack binary", () => {
     expect((bad as { stderr: string }).stderr).not.toMatch(/\bat .*\.ts:\d+/); // no stack trace
   });
 });
+
+describe("the CLI bundle (npm run build:cli)", () => {
+  it(
+    "builds with a code cache that V8 accepts, and the bundle answers as the sources do",
+    async () => {
+      const out = await mkdtemp(join(tmpdir(), "dstack-cli-bundle-"));
+      await run(process.execPath, [join(root, "node_modules/.bin/tsx"), "scripts/build-cli.ts", "--out", out], { cwd: root });
+      // Loaded the way cli/bin/dstack.js loads it: the cache is taken, and --help matches the sources' output.
+      const probe = `const b = require(${JSON.stringify(join(root, "cli/bin/load-bundle.cjs"))}).loadBundle(${JSON.stringify(join(out, "dstack.cjs"))});
+        b.main(["--help"]).then((code) => console.error(JSON.stringify({ code, cacheRejected: b.cacheRejected })));`;
+      const bundled = await run(process.execPath, ["-e", probe], { cwd: root });
+      expect(JSON.parse(bundled.stderr.trim().split("\n").at(-1)!)).toEqual({ code: 0, cacheRejected: false });
+      const sources = await run(dstackBin, ["--help"], { cwd: root, env: { ...process.env, DSTACK_CLI_NO_BUNDLE: "1" } });
+      expect(bundled.stdout).toBe(sources.stdout);
+    },
+    120_000,
+  );
+});

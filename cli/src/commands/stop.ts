@@ -20,8 +20,9 @@ export function registerStop(program: Command, io: CliIO): void {
       .option("-y, --yes", "do not ask for confirmation"),
   ).action(async (runs: string[], options: StopOptions) => {
     const client = clientFor(io, options);
-    // Unknown names fail here, before anything is asked or stopped.
-    for (const r of runs) await client.runs.get(r);
+    // Unknown names fail before anything is asked. With -y nothing is asked, and StopRuns
+    // itself refuses the whole call (stopping none) when a name is unknown: one round trip less.
+    if (!options.yes) for (const r of runs) await client.runs.get(r);
     const what = runs.length === 1 ? `the run ${runs[0]}` : `the runs ${runs.join(", ")}`;
     if (!(await confirm(io, `${options.abort ? "Abort" : "Stop"} ${what}?`, { yes: options.yes ?? false }))) {
       io.stdout.write("\nExiting...\n");
