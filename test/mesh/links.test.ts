@@ -233,15 +233,25 @@ describe("mesh: links", () => {
       await sa.link.waitConnected();
       const sb = simShim(b.home);
       await sb.link.waitConnected();
-      expect(f.mesh.links.shim(a.instanceId).heartbeatMs).toBe(1000);
+      const la = f.mesh.links.shim(a.instanceId);
       expect(f.mesh.links.shim(b.instanceId).heartbeatMs).toBe(2000);
       expect(f.mesh.links.connectedCount).toBe(2);
-      // The agent follows the announced 2 s: after 5 s (2.5 periods) it is still reachable and linked.
+      // The first link, told 1 s, is stretched to 2 s at its next heartbeat, which says so.
+      expect([1000, 2000]).toContain(la.heartbeatMs);
       let unreachable = 0;
       f.mesh.links.on("unreachable", () => unreachable++);
-      await new Promise((r) => setTimeout(r, 5000));
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(la.heartbeatMs).toBe(2000);
+      // Both agents follow: over 6 s each sends about 3 heartbeats, not 6, and neither looks silent.
+      const heard = new Map<string, number>();
+      const seen = f.mesh.links.seen.bind(f.mesh.links);
+      f.mesh.links.seen = (l) => (heard.set(l.id, (heard.get(l.id) ?? 0) + 1), seen(l));
+      await new Promise((r) => setTimeout(r, 6000));
+      delete (f.mesh.links as { seen?: unknown }).seen;
+      for (const id of [a.instanceId, b.instanceId]) expect(heard.get(id)).toBeGreaterThanOrEqual(2);
+      for (const id of [a.instanceId, b.instanceId]) expect(heard.get(id)).toBeLessThanOrEqual(4);
       expect(unreachable).toBe(0);
-      expect(f.mesh.links.shim(b.instanceId).connected).toBe(true);
+      expect(la.connected && f.mesh.links.shim(b.instanceId).connected).toBe(true);
       await sa.link.close();
       await sb.link.close();
       expect(f.mesh.links.connectedCount).toBe(0);

@@ -152,6 +152,9 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
       out.push(this.envelope("event", create(this.o.kind === "shim" ? ShimEventSchema : RunnerEventSchema, { event: { case: "stateReport", value: report } } as never)));
       const client = createClient((this.o.kind === "shim" ? ShimLinkService : RunnerLinkService) as typeof ShimLinkService, transport);
       let lastHeard = Date.now();
+      let every = 0;
+      // Set once accepted: the server stretches the period in a heartbeat as its links grow.
+      let setPeriod: (ms: number) => void = () => {};
       for await (const msg of client.connect(out as never, { signal: abort.signal })) {
         lastHeard = Date.now();
         const m = msg.message;
@@ -159,16 +162,25 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
           accepted = true;
           this.out = out;
           this.connected = true;
-          const every = this.o.heartbeatIntervalMs ?? m.value.heartbeatIntervalSeconds * 1000;
           const missed = this.o.missedHeartbeats ?? 3;
-          timer = setInterval(() => {
-            // A silent server may be a half-open TCP connection: only our own watchdog notices.
-            if (Date.now() - lastHeard > every * missed) abort.abort(new Error(`no message from the server for ${Date.now() - lastHeard} ms`));
-            // A reply or event sent within the period already told the server this agent is alive.
-            else if (Date.now() - this.lastSentAt >= every) out.push(this.envelope("heartbeat", create(HeartbeatSchema, { sentAt: timestampNow() })));
-          }, every);
+          const beat = (every: number) => {
+            if (timer) clearInterval(timer);
+            timer = setInterval(() => {
+              // A silent server may be a half-open TCP connection: only our own watchdog notices.
+              if (Date.now() - lastHeard > every * missed) abort.abort(new Error(`no message from the server for ${Date.now() - lastHeard} ms`));
+              // A reply or event sent within the period already told the server this agent is alive.
+              else if (Date.now() - this.lastSentAt >= every) out.push(this.envelope("heartbeat", create(HeartbeatSchema, { sentAt: timestampNow() })));
+            }, every);
+          };
+          every = this.o.heartbeatIntervalMs ?? m.value.heartbeatIntervalSeconds * 1000;
+          beat(every);
+          setPeriod = (ms) => {
+            // An explicit heartbeatIntervalMs wins over what the server says.
+            if (this.o.heartbeatIntervalMs === undefined && ms > 0 && ms !== every) beat((every = ms));
+          };
           this.emit("connected", { linkId: m.value.linkId, attempt });
-        } else if (m.case === "command") this.dispatch(m.value as ShimCommand | RunnerCommand);
+        } else if (m.case === "heartbeat") setPeriod(m.value.intervalSeconds * 1000);
+        else if (m.case === "command") this.dispatch(m.value as ShimCommand | RunnerCommand);
         else if (m.case === "cancel") this.running.get(m.value.requestId)?.abort(new LinkCallError(m.value.reason || "cancelled by the server", LinkErrorCode.CANCELLED));
       }
       return accepted;

@@ -36,8 +36,8 @@ export interface LinkSettings {
   /**
    * Heartbeats per second this server sends (and so receives) at most: with more links than
    * `heartbeatIntervalMs` allows, a newly accepted link is told a longer period (whole seconds),
-   * as Nomad stretches its heartbeat TTL to N/50 s (anchors §1.2, §1.7 d). Default 1000: 5 s up
-   * to 5,000 links, 10 s at 10,000.
+   * as Nomad stretches its heartbeat TTL to N/50 s (anchors §1.2, §1.7 d); links already up are
+   * told the longer period in a heartbeat. Default 1000: 5 s up to 5,000 links, 10 s at 10,000.
    */
   maxHeartbeatsPerSecond: number;
 }
@@ -184,8 +184,8 @@ export class AgentLink<K extends AgentKindName = AgentKindName> {
   }
 
   /** @internal */
-  heartbeat(): void {
-    const hb = create(HeartbeatSchema, { sentAt: timestampNow() });
+  heartbeat(intervalSeconds = 0): void {
+    const hb = create(HeartbeatSchema, { sentAt: timestampNow(), intervalSeconds });
     this.session?.out.push(
       this.kind === "shim"
         ? create(ShimLinkServiceConnectResponseSchema, { message: { case: "heartbeat", value: hb } })
@@ -307,10 +307,16 @@ export class Links extends EventEmitter<LinkEvents> {
     const { missedHeartbeats, idleCloseHeartbeats } = this.settings;
     for (const link of this.agents.values()) {
       if (now < link.nextBeatAt) continue;
+      // More links than the heartbeat budget: stretch this live link's period and tell the agent
+      // in this heartbeat. Only ever stretched within a session (a shorter period the agent has
+      // not heard yet would make it look silent); a reconnect gets the period of that moment.
+      const want = link.session ? this.heartbeatIntervalFor(this.live) : 0;
+      const stretch = want > link.heartbeatMs && link.heartbeatMs > 0;
+      if (stretch) link.heartbeatMs = want;
       const hb = link.heartbeatMs || this.settings.heartbeatIntervalMs;
       link.nextBeatAt = now + hb;
       // A command or cancel sent within the period already told the agent the server is alive.
-      if (link.session && now - link.lastSentAt >= hb) link.heartbeat();
+      if (link.session && (stretch || now - link.lastSentAt >= hb)) link.heartbeat(stretch ? Math.round(hb / 1000) : 0);
       const silent = now - link.lastSeenAt;
       if (link.reachable && silent > hb * missedHeartbeats) {
         link.reachable = false;
