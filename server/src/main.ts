@@ -175,6 +175,7 @@ export async function main(argv: string[]): Promise<number> {
       issueRunnerIdentity: (jobSubmissionId) => mesh!.issueRunnerIdentity(jobSubmissionId),
       disconnectedJobTimeoutMs: settings.jobDisconnectedTimeoutMs,
       log: agentLog,
+      linkedElsewhere: (instanceId) => replicas?.linkedElsewhere(instanceId) ?? false,
       onHostReport: (instanceId, host) => {
         if (localReady || instanceId !== localFleet?.instanceId) return;
         localReady = true;
@@ -187,7 +188,7 @@ export async function main(argv: string[]): Promise<number> {
     // LISTEN/NOTIFY, so the replica holding an agent's link acts on changes made through any other.
     if (settings.database.dialect === "postgresql") {
       const sched = scheduler;
-      replicas = createReplicaBridge({ orm, bus: services.bus, url: settings.database.url, log: app.log.child({ component: "replicas" }), onResync: () => sched.resync() });
+      replicas = createReplicaBridge({ orm, bus: services.bus, url: settings.database.url, links: mesh.links, log: app.log.child({ component: "replicas" }), onResync: () => sched.resync() });
       await replicas.start();
     }
     await scheduler.start();

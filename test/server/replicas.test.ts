@@ -35,6 +35,7 @@ describe("two server replicas on one PostgreSQL", () => {
   let runsB: Client<typeof RunService>;
   let admin: { headers: { authorization: string } };
   let shim: SimShim;
+  let shared: Record<string, string> = {};
   const runners: SimRunner[] = [];
 
   const apply = async (via: Client<typeof RunService>, name: string, yaml: string) =>
@@ -50,7 +51,7 @@ describe("two server replicas on one PostgreSQL", () => {
     // B is a second home on A's database: the same URL, key and token; A's CA copied in.
     whereB = await createServerEnv("sqlite");
     whereB.env.DSTACK_DATABASE_URL = whereA.env.DSTACK_DATABASE_URL!;
-    const shared = { DSTACK_SERVER_ADMIN_TOKEN: `replicas-${randomBytes(8).toString("hex")}`, DSTACK_SERVER_ENCRYPTION_KEY: randomBytes(32).toString("base64") };
+    shared = { DSTACK_SERVER_ADMIN_TOKEN: `replicas-${randomBytes(8).toString("hex")}`, DSTACK_SERVER_ENCRYPTION_KEY: randomBytes(32).toString("base64") };
     a = await startServer(whereA, { env: shared });
     mkdirSync(join(whereB.serverDir, "mesh"), { recursive: true, mode: 0o700 });
     for (const f of ["ca.key", "ca.crt"]) copyFileSync(join(whereA.serverDir, "mesh", f), join(whereB.serverDir, "mesh", f));
@@ -108,6 +109,31 @@ describe("two server replicas on one PostgreSQL", () => {
     const ended = await runUntil(runsB, "r-one", (r) => r.status === RunStatus.TERMINATED, "terminated as seen through B");
     expect(ended.latestJobSubmission?.status).toBe(JobStatus.TERMINATED);
     // The container goes once its job is over (a job A's dispatcher cleans up).
+    shim.setTask(jobId, { state: TaskState.TERMINATED, exitCode: 143 });
+    await shimCall("removeTask", jobId, 10_000);
+  }, 60_000);
+
+  it("a replica (re)started beside the one holding a host's link does not give up on that host's jobs", async () => {
+    await apply(runsA, "r-keep", "commands: [sleep infinity]\n");
+    const jobId = (await until(async () => (await getRun(runsA, "r-keep")).latestJobSubmission?.id || undefined, "a job")) as string;
+    const task = (await shimCall("submitTask", jobId, 5_000)) as SubmitTask;
+    const runner = await SimRunner.start(task.runner!, jobId);
+    runners.push(runner);
+    await runner.inbox.next((x) => x.case === "submitJob", "submitJob", 5_000);
+    runner.report(JobState.RUNNING);
+    await runUntil(runsA, "r-keep", (r) => r.status === RunStatus.RUNNING, "running");
+    // B restarts and, not holding the shim's link, would fail the job after 2 s; A vouches for the host.
+    expect(await b.stop()).toBe(0);
+    b = await startServer(whereB, { env: { ...shared, DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT: "2" } });
+    runsB = createClient(RunService, createGrpcTransport({ baseUrl: b.url }));
+    await new Promise((r) => setTimeout(r, 5_000));
+    const still = await getRun(runsB, "r-keep");
+    expect([still.status, still.latestJobSubmission?.status]).toEqual([RunStatus.RUNNING, JobStatus.RUNNING]);
+    // And B still reaches the runner on A.
+    await runsB.stopRuns({ projectName: "main", runNames: ["r-keep"], abort: false }, admin);
+    await runner.inbox.next((x) => x.case === "stopJob", "stopJob", 5_000);
+    runner.report(JobState.TERMINATED, { exitStatus: 143 });
+    await runUntil(runsB, "r-keep", (r) => r.status === RunStatus.TERMINATED, "terminated");
     shim.setTask(jobId, { state: TaskState.TERMINATED, exitCode: 143 });
     await shimCall("removeTask", jobId, 10_000);
   }, 60_000);

@@ -72,6 +72,11 @@ export interface DispatcherOptions {
   disconnectedJobTimeoutMs?: number;
   /** Called after a shim's host facts were recorded (the local fleet prints its banner). */
   onHostReport?: (instanceId: string, host: HostInfo) => void;
+  /**
+   * Whether another server replica holds this host's shim link (several replicas on one
+   * PostgreSQL): then its jobs are not given up here, however long this replica has not heard it.
+   */
+  linkedElsewhere?: (instanceId: string) => boolean;
 }
 
 /** Codes after which sending the same command again may work (the agent was away or busy). */
@@ -83,7 +88,7 @@ const REMOVED_MEMORY = 10_000;
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 export class Dispatcher {
-  private readonly o: Required<Omit<DispatcherOptions, "onHostReport" | "issueRunnerIdentity">> & Pick<DispatcherOptions, "onHostReport" | "issueRunnerIdentity">;
+  private readonly o: Required<Omit<DispatcherOptions, "onHostReport" | "issueRunnerIdentity" | "linkedElsewhere">> & Pick<DispatcherOptions, "onHostReport" | "issueRunnerIdentity" | "linkedElsewhere">;
   private readonly log: AgentLogger;
   private readonly lanes = new Map<string, Promise<void>>();
   /** Jobs with a sync queued but not started: bursts of events coalesce into one look. */
@@ -233,6 +238,7 @@ export class Dispatcher {
   private async giveUpOn(instanceId: string): Promise<void> {
     const shim = this.o.links.shim(instanceId);
     if (shim.connected && shim.reachable) return;
+    if (!shim.connected && this.o.linkedElsewhere?.(instanceId)) return this.armLost(instanceId); // another replica talks to it
     let waiting = false;
     for (const jobId of await this.o.services.jobs.activeJobIdsOnInstance(instanceId)) {
       if (this.o.links.runner(jobId).connected) {

@@ -3,7 +3,7 @@
 // 8000-byte payload limit. The LISTEN/NOTIFY path itself runs in test/server/replicas.test.ts.
 import { describe, expect, it } from "vitest";
 import type { DomainEvent } from "./events.js";
-import { decodePayload, encodePayloads } from "./replicas.js";
+import { decodePayload, decodePresence, encodePayloads, encodePresence } from "./replicas.js";
 
 describe("replica bridge payloads", () => {
   const events: DomainEvent[] = [
@@ -31,5 +31,19 @@ describe("replica bridge payloads", () => {
     expect(payloads.length).toBeGreaterThan(1);
     for (const p of payloads) expect(Buffer.byteLength(p)).toBeLessThan(8000);
     expect(payloads.flatMap((p) => decodePayload("B", p)!).map((e) => e.id)).toEqual(many.map((e) => e.id));
+  });
+});
+
+describe("replica link presence", () => {
+  it("announces shims another replica holds, in payloads under the limit; events and presence never mix up", () => {
+    const ids = Array.from({ length: 400 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
+    const payloads = encodePresence("A", "up", ids);
+    expect(payloads.length).toBeGreaterThan(1);
+    for (const p of payloads) expect(Buffer.byteLength(p)).toBeLessThan(8000);
+    expect(payloads.flatMap((p) => decodePresence("B", p)!.up)).toEqual(ids);
+    expect(decodePresence("A", payloads[0]!)).toBeNull(); // our own
+    expect(decodePresence("B", encodePresence("A", "down", ["x"])[0]!)).toEqual({ from: "A", up: [], down: ["x"], ask: false });
+    expect(decodePayload("B", payloads[0]!)).toBeNull();
+    expect(decodePresence("B", encodePayloads("A", [{ kind: "job", id: "j", projectId: "p" }])[0]!)).toBeNull();
   });
 });

@@ -8,6 +8,10 @@
 // Instance and fleet events stay local: the replica where capacity changed wakes the project's
 // waiting jobs itself (it reads them from the database), and SSH fleet provisioning is not
 // claimed across replicas, so it must not be woken twice.
+// Link presence: each replica also announces which host agents (shims) are linked to it (when
+// one links or drops, every `presenceMs`, and when another replica starts and asks), so a
+// replica that does not hold a host's link does not give up on that host's jobs while another
+// replica still talks to it. Announcements expire, so a replica that dies stops vouching.
 // SQLite has one process by construction and uses the in-process bus only.
 import { randomUUID } from "node:crypto";
 import type { Orm } from "../db/database.js";
@@ -24,6 +28,13 @@ export interface ReplicaLogger {
   warn(obj: object, msg?: string): void;
 }
 
+/** The agent links of this replica, as much of mesh's Links as presence needs. */
+export interface PresenceLinks {
+  connected(): { kind: string; id: string }[];
+  on(ev: "connected" | "disconnected", fn: (link: { kind: string; id: string }) => void): unknown;
+  off(ev: "connected" | "disconnected", fn: (link: { kind: string; id: string }) => void): unknown;
+}
+
 export interface ReplicaBridgeOptions {
   orm: Orm;
   bus: EventBus;
@@ -35,6 +46,10 @@ export interface ReplicaBridgeOptions {
   onResync?: () => void;
   /** Reconnect delay after the LISTEN connection drops; default 500 ms, doubling to 10 s. */
   reconnectMs?: number;
+  /** This replica's agent links, to announce; without them it only hears others' announcements. */
+  links?: PresenceLinks;
+  /** How often linked shims are re-announced; an announcement lasts three periods. Default 10 s. */
+  presenceMs?: number;
 }
 
 export interface ReplicaBridge {
@@ -42,13 +57,40 @@ export interface ReplicaBridge {
   readonly replicaId: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Whether another live replica holds the link of this host's shim (instance id). */
+  linkedElsewhere(instanceId: string): boolean;
 }
 
 /** Compact wire form: [kind, id, projectId, runId, by]. */
 type Wire = [EventKind, string, string, string?, string?];
 interface Payload {
   o: string;
-  e: Wire[];
+  e?: Wire[];
+  /** Presence: shims linked to replica `o` (up), shims that left it (down), a request to announce (ask). */
+  up?: string[];
+  down?: string[];
+  ask?: 1;
+}
+
+/** A presence message from another replica; null for our own, malformed, or not presence. */
+export function decodePresence(replicaId: string, payload: string): { from: string; up: string[]; down: string[]; ask: boolean } | null {
+  let p: Payload;
+  try {
+    p = JSON.parse(payload) as Payload;
+  } catch {
+    return null;
+  }
+  if (!p || typeof p.o !== "string" || p.o === replicaId || (p.up === undefined && p.down === undefined && p.ask === undefined)) return null;
+  const ids = (x: unknown) => (Array.isArray(x) ? x.filter((i): i is string => typeof i === "string") : []);
+  return { from: p.o, up: ids(p.up), down: ids(p.down), ask: p.ask === 1 };
+}
+
+/** Presence messages for these shim ids, each under the payload limit. */
+export function encodePresence(replicaId: string, field: "up" | "down", ids: readonly string[]): string[] {
+  const out: string[] = [];
+  const per = Math.max(1, Math.floor((MAX_PAYLOAD - 100) / 40)); // uuids: 36 chars + quotes and comma
+  for (let i = 0; i < ids.length; i += per) out.push(JSON.stringify({ o: replicaId, [field]: ids.slice(i, i + per) } satisfies Payload));
+  return out;
 }
 
 const toWire = (e: DomainEvent): Wire => {
@@ -126,11 +168,23 @@ export function createReplicaBridge(opts: ReplicaBridgeOptions): ReplicaBridge {
   // Events of one tick go out together, in publish order.
   let queue: DomainEvent[] = [];
   let sending: Promise<void> = Promise.resolve();
+  const presenceMs = opts.presenceMs ?? 10_000;
+  /** Shims linked to other replicas: instance id → which replica, and until when we believe it. */
+  const remoteLinks = new Map<string, { replica: string; until: number }>();
+  let presenceTimer: NodeJS.Timeout | null = null;
+  const localShims = () => (opts.links?.connected() ?? []).filter((l) => l.kind === "shim").map((l) => l.id);
+  const announce = () => {
+    if (opts.links) notify(encodePresence(replicaId, "up", localShims()));
+  };
+  const onLinked = (l: { kind: string; id: string }) => {
+    if (l.kind === "shim") notify(encodePresence(replicaId, "up", [l.id]));
+  };
+  const onUnlinked = (l: { kind: string; id: string }) => {
+    if (l.kind === "shim") notify(encodePresence(replicaId, "down", [l.id]));
+  };
 
-  const send = () => {
-    const events = queue;
-    queue = [];
-    const payloads = encodePayloads(replicaId, events);
+  const notify = (payloads: string[]) => {
+    if (payloads.length === 0) return;
     // NOTIFY through the pool: it works even while the LISTEN connection is being re-opened.
     sending = sending.then(async () => {
       for (const p of payloads) {
@@ -141,6 +195,12 @@ export function createReplicaBridge(opts: ReplicaBridgeOptions): ReplicaBridge {
         }
       }
     });
+  };
+
+  const send = () => {
+    const events = queue;
+    queue = [];
+    notify(encodePayloads(replicaId, events));
   };
 
   const onLocal = (e: DomainEvent) => {
@@ -164,6 +224,14 @@ export function createReplicaBridge(opts: ReplicaBridgeOptions): ReplicaBridge {
     c.on("end", lost);
     c.on("notification", (m) => {
       if (m.channel !== channel || !m.payload) return;
+      const presence = decodePresence(replicaId, m.payload);
+      if (presence) {
+        const until = Date.now() + 3 * presenceMs;
+        for (const id of presence.up) remoteLinks.set(id, { replica: presence.from, until });
+        for (const id of presence.down) if (remoteLinks.get(id)?.replica === presence.from) remoteLinks.delete(id);
+        if (presence.ask) announce();
+        return;
+      }
       const events = decodePayload(replicaId, m.payload);
       if (events?.length) opts.bus.publish(events);
     });
@@ -193,17 +261,42 @@ export function createReplicaBridge(opts: ReplicaBridgeOptions): ReplicaBridge {
 
   return {
     replicaId,
+    linkedElsewhere(instanceId) {
+      const r = remoteLinks.get(instanceId);
+      return r !== undefined && r.until >= Date.now();
+    },
     async start() {
       if (!stopped) return;
       stopped = false;
       await connect(false);
       unsubscribe = opts.bus.subscribe(onLocal);
+      if (opts.links) {
+        opts.links.on("connected", onLinked);
+        opts.links.on("disconnected", onUnlinked);
+      }
+      // Who holds which host now? The others answer at once; then everyone re-announces periodically.
+      notify([JSON.stringify({ o: replicaId, ask: 1 } satisfies Payload)]);
+      announce();
+      presenceTimer = setInterval(() => {
+        announce();
+        const now = Date.now();
+        for (const [id, r] of remoteLinks) if (r.until < now) remoteLinks.delete(id);
+      }, presenceMs);
+      presenceTimer.unref();
       log.info({ replica: replicaId, channel }, "replicas: listening for other replicas' events");
     },
     async stop() {
       stopped = true;
       unsubscribe?.();
       unsubscribe = null;
+      if (presenceTimer) clearInterval(presenceTimer);
+      presenceTimer = null;
+      if (opts.links) {
+        opts.links.off("connected", onLinked);
+        opts.links.off("disconnected", onUnlinked);
+        // This replica's hosts are no longer vouched for (they re-link to a live replica, or are given up).
+        notify(encodePresence(replicaId, "down", localShims()));
+      }
       if (retry) clearTimeout(retry);
       retry = null;
       if (queue.length) send();
