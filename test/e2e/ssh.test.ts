@@ -240,6 +240,45 @@ describe("ssh <run> through the server", () => {
   );
 
   it(
+    "ssh -tt gives an interactive shell on a terminal",
+    async () => {
+      const r = await ssh(["-tt", RUN], "tty; echo cols=$(stty size); exit 4\n");
+      expect(r.code, r.stderr).toBe(4);
+      expect(r.stdout).toMatch(/\/dev\/pts\/\d+\r?\n/);
+      expect(r.stdout).toMatch(/cols=\d+ \d+\r?\n/);
+    },
+    SLOW,
+  );
+
+  it(
+    "VS Code Remote-SSH's way in: `ssh -T -D PORT host sh` with a script on stdin, then HTTP through the SOCKS forward",
+    async () => {
+      // Remote-SSH runs its install script this way and then reaches its server port with -D.
+      const socks = await freePort();
+      const script = `echo "listening on ${httpPort}"\nexec sleep 600\n`;
+      const child = spawn("ssh", ["-F", sshConfig, "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-T", "-D", `127.0.0.1:${socks}`, RUN, "sh"], {
+        env: { ...process.env, HOME: home },
+        stdio: ["pipe", "pipe", "pipe"],
+      });
+      background.push(child);
+      let out = "";
+      child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
+      child.stdin!.write(script);
+      try {
+        await until(async () => (out.includes(`listening on ${httpPort}`) ? true : undefined), "the script's output");
+        const body = await until(async () => {
+          const r = await run("curl", ["-sS", "--max-time", "5", "--socks5-hostname", `127.0.0.1:${socks}`, `http://127.0.0.1:${httpPort}/`]);
+          return r.code === 0 ? r.stdout : undefined;
+        }, "HTTP through the SOCKS forward");
+        expect(body).toBe(`hello from ${RUN}\n`);
+      } finally {
+        child.kill("SIGTERM");
+      }
+    },
+    SLOW,
+  );
+
+  it(
     "the user's registered key is let in; a key the task does not list is refused",
     async () => {
       const mine = await ssh([RUN, "echo", "registered"], "", await configWithKey(userKey.path, "user_config"));
