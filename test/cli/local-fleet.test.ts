@@ -3,7 +3,7 @@
 // really run in the local test image — uploaded code, job stdout/stderr on the CLI's
 // stdout/stderr, the job's exit status as the CLI's, `logs` afterwards, stop (graceful and abort),
 // `apply -d` followed by `logs -f`.
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -168,6 +168,22 @@ describe("dstack apply on the local fleet", () => {
       const f = await dstack(["logs", "-f", "local-detached"], cli);
       expect(f).toEqual({ code: 0, stdout: "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n", stderr: "bye\n" });
       expect((await dstack(["ps", "-a"], cli)).stdout).toMatch(/^ local-detached\s+local\s+.*\bexited \(0\)\s+/m);
+    },
+    SLOW,
+  );
+
+  it(
+    "an instance volume (`volumes: [HOST:CONTAINER]`) mounts a host directory: the job reads what is there and what it writes stays",
+    async () => {
+      const hostDir = await mkdtemp(join(work, "instance-volume-"));
+      await writeFile(join(hostDir, "in.txt"), "from the host\n");
+      const d = await dir({
+        ".dstack.yml": task("local-volume", ["cat /data/in.txt", "echo from the job > /data/out.txt"]) + `volumes:\n  - ${hostDir}:/data\n`,
+      });
+      const r = await dstack(["apply", "-y", "--no-repo"], { ...cli, cwd: d });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/Attaching.*\nfrom the host\n$/s);
+      expect(await readFile(join(hostDir, "out.txt"), "utf8")).toBe("from the job\n");
     },
     SLOW,
   );
