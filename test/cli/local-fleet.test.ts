@@ -187,4 +187,15 @@ describe("dstack apply on the local fleet", () => {
     },
     SLOW,
   );
+
+  it(
+    "apply -e sets environment variables: KEY=VALUE as given, a bare KEY from the CLI's own environment",
+    async () => {
+      const d = await dir({ ".dstack.yml": task("local-env", ['echo "greeting=$GREETING from_shell=$FROM_SHELL"']) });
+      const r = await dstack(["apply", "-y", "--no-repo", "-e", "GREETING=hello there", "-e", "FROM_SHELL"], { ...cli, cwd: d, env: { FROM_SHELL: "shell-value" } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/Attaching.*\ngreeting=hello there from_shell=shell-value\n$/s);
+    },
+    SLOW,
+  );
 });
