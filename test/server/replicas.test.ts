@@ -3,7 +3,8 @@
 // runners' certificates verify on either), the encryption key and the admin token. A simulated
 // shim (the real link library, real mTLS) links to A only. Runs submitted and stopped through B
 // reach that shim and its runner at once: B's change is NOTIFYed after commit, A LISTENs,
-// re-publishes it on its bus, and A's dispatcher sends the command (no 15 s sweep wait).
+// re-publishes it on its bus, and A's dispatcher sends the command (no 15 s sweep wait); what A
+// records (the runner's states) reaches watchers on B the same way.
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -19,7 +20,7 @@ import { JoinTokens } from "../../server/src/mesh/join-tokens.js";
 import { createServices } from "../../server/src/services/index.js";
 import { loadSettings } from "../../server/src/settings.js";
 import { createServerEnv, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
-import { SimRunner, SimShim, until, type ShimCall } from "../helpers/sim-agents.js";
+import { SimRunner, SimShim, until, within, type ShimCall } from "../helpers/sim-agents.js";
 
 type SubmitTask = Extract<ShimCommand["command"], { case: "submitTask" }>["value"];
 type StopJob = Extract<RunnerCommand["command"], { case: "stopJob" }>["value"];
@@ -98,9 +99,21 @@ describe("two server replicas on one PostgreSQL", () => {
     const runner = await SimRunner.start(task.runner!, jobId);
     runners.push(runner);
     await runner.inbox.next((x) => x.case === "submitJob", "submitJob", 5_000);
+    // A watcher on B hears the change A records (A's run event crosses over; B's stream wakes on it).
+    const ac = new AbortController();
+    const watch = runsB.watchRuns({ projectName: "main", runNames: ["r-one"] }, { ...admin, signal: ac.signal })[Symbol.asyncIterator]();
+    for (let u = await watch.next(); !u.done && !u.value.initialStateSent; u = await watch.next());
     runner.report(JobState.RUNNING);
-    // The state A recorded is what B reads.
-    await runUntil(runsB, "r-one", (r) => r.status === RunStatus.RUNNING, "running as seen through B");
+    const seen = within(
+      (async () => {
+        for (let u = await watch.next(); !u.done; u = await watch.next()) if (u.value.run?.status === RunStatus.RUNNING) return u.value.run;
+        return undefined;
+      })(),
+      3_000,
+      "B's watch stream to show the run running",
+    );
+    expect((await seen)?.runSpec?.runName).toBe("r-one");
+    ac.abort();
 
     await runsB.stopRuns({ projectName: "main", runNames: ["r-one"], abort: false }, admin);
     const stop = (await runner.inbox.next((x) => x.case === "stopJob", "stopJob", 5_000)).value as StopJob;
