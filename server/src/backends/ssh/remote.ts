@@ -49,18 +49,21 @@ function connectOne(e: SshEndpoint, extra: Partial<ConnectConfig> = {}): Promise
   return new Promise((resolve, reject) => {
     const c = new Client();
     let seen = "";
-    const fail = (x: Error) => {
+    let settled = false;
+    // One listener for the client's whole life: ssh2 can emit more than one error (e.g. a
+    // handshake timeout, then the socket's reset), and an unheard one would end the server.
+    c.on("error", (x: Error) => {
+      if (settled) return; // later errors surface on the calls that hit them
+      settled = true;
       c.end();
       // A refused host key surfaces as a handshake error; say what was refused.
       if (e.hostKey && seen && seen !== e.hostKey) reject(new SshHostError(`host key for ${e.hostname}:${e.port} changed (was ${e.hostKey}, now ${seen}); if the host was reinstalled, remove it from the fleet, apply, then add it back`));
       else reject(describeConnectError(e, x));
-    };
+    });
     c.once("ready", () => {
-      c.off("error", fail);
-      c.on("error", () => {}); // later errors surface on the calls that hit them
+      settled = true;
       resolve({ client: c, hostKey: seen });
     });
-    c.once("error", fail);
     c.connect({
       host: e.hostname,
       port: e.port,

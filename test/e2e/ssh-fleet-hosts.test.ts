@@ -1,0 +1,215 @@
+// SSH fleets, per-host failures and host keys: real OpenSSH servers on loopback ports stand for
+// hosts that each lack one thing the provisioner checks for: Docker (DOCKER_HOST in the session
+// points at no socket), x86-64 (a `uname` in the session's PATH reports aarch64), disk (a `df` in its PATH
+// reports 50 MB free), an answer (a TCP listener that never speaks SSH). Each fails alone with
+// its own message while the good host becomes idle. Then the good host's sshd gets a new host
+// key: the next apply refuses it ("host key … changed"), the instance keeps running and shows
+// the problem; and an unchanged re-apply does not reinstall the shim.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, statSync } from "node:fs";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer, type Server, connect as netConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfiguration, type FleetConfig } from "@dstack/proto";
+import { InstanceStatus, type Fleet } from "@dstack/proto/api";
+import { Client } from "../../cli/src/index.js";
+import { withSshKeys } from "../../cli/src/commands/fleet-apply.js";
+import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
+import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
+import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+
+const SLOW = 180_000;
+const STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+let work: string;
+let server: TestServer & { where: ServerEnv };
+let client: Client;
+const sshds = new Map<number, ChildProcess>();
+let hang: Server;
+const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang", number> = { ok: 0, noDocker: 0, arm: 0, noSpace: 0, hang: 0 };
+
+async function startSshd(p: number, hostKey: string, env: Record<string, string> = {}): Promise<ChildProcess> {
+  const config = join(work, `sshd-${p}.conf`);
+  await writeFile(
+    config,
+    [
+      `Port ${p}`,
+      "ListenAddress 127.0.0.1",
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${join(work, "authorized_keys")}`,
+      `PidFile ${join(work, `sshd-${p}.pid`)}`,
+      "UsePAM no",
+      "PermitRootLogin prohibit-password",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "StrictModes no",
+      "LogLevel ERROR",
+      // The test's knob: what this "host" has in its sessions' environment.
+      ...(Object.keys(env).length ? [`SetEnv ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ")}`] : []),
+      "",
+    ].join("\n"),
+  );
+  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+  const child = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
+  let errText = "";
+  child.stderr!.on("data", (d: Buffer) => (errText += d.toString()));
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`sshd exited: ${errText}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = netConnect(p, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), resolve(true)));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return child;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const stopSshd = async (p: number) => {
+  const c = sshds.get(p)!;
+  const exited = new Promise((r) => c.once("exit", r));
+  c.kill("SIGTERM");
+  await exited;
+};
+
+/** A directory of commands that shadow the real ones in a host's sessions. */
+async function wrapperDir(name: string, scripts: Record<string, string>): Promise<string> {
+  const dir = join(work, name);
+  mkdirSync(dir, { recursive: true });
+  for (const [cmd, body] of Object.entries(scripts)) {
+    await writeFile(join(dir, cmd), `#!/bin/sh\n${body}\n`);
+    await chmod(join(dir, cmd), 0o755);
+  }
+  return dir;
+}
+
+const fingerprint = (pub: string) => execFileSync("ssh-keygen", ["-l", "-E", "sha256", "-f", pub], { encoding: "utf8" }).split(" ")[1]!;
+
+async function waitFleet(name: string, done: (f: Fleet) => boolean): Promise<Fleet> {
+  for (;;) {
+    const f = await client.fleets.get(name);
+    if (done(f)) return f;
+    if (server.process.exitCode !== null) throw new Error(`the server exited:\n${server.stderr()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+const fleetYaml = () =>
+  [
+    "type: fleet",
+    "name: sshh",
+    "ssh_config:",
+    "  user: root",
+    `  identity_file: ${join(work, "id_good")}`,
+    "  hosts:",
+    ...Object.values(port).flatMap((p) => ["    - hostname: 127.0.0.1", `      port: ${p}`]),
+    "",
+  ].join("\n");
+
+const apply = () => client.fleets.apply(withSshKeys(parseConfiguration(fleetYaml(), "fleet.dstack.yml") as FleetConfig, "fleet.dstack.yml", { cwd: work, env: process.env }));
+const settled = (i: Fleet["instances"][number]) => i.status === InstanceStatus.IDLE || i.status === InstanceStatus.TERMINATED;
+
+beforeAll(async () => {
+  await buildRunnerBundle({ log: () => {} });
+  await buildShimBundle({ log: () => {} });
+  work = await mkdtemp(join(tmpdir(), "dstack-ssh-hosts-"));
+  for (const k of ["host_key", "host_key_new", "id_good"]) execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, k)]);
+  execFileSync("cp", [join(work, "id_good.pub"), join(work, "authorized_keys")]);
+  for (const k of Object.keys(port) as (keyof typeof port)[]) port[k] = await freePort();
+  const arm = await wrapperDir("arm", { uname: 'if [ "$1" = "-sm" ]; then echo "Linux aarch64"; else exec /usr/bin/uname "$@"; fi' });
+  const full = await wrapperDir("full", {
+    df: 'if [ "$1" = "-Pk" ]; then echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; echo "/dev/small 1048576 997376 51200 96% /"; else exec /usr/bin/df "$@"; fi',
+  });
+  sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
+  // No Docker engine reachable from this host's sessions: its socket is somewhere else.
+  sshds.set(port.noDocker, await startSshd(port.noDocker, join(work, "host_key"), { DOCKER_HOST: "unix:///nonexistent/docker.sock" }));
+  sshds.set(port.arm, await startSshd(port.arm, join(work, "host_key"), { PATH: `${arm}:${STD_PATH}` }));
+  sshds.set(port.noSpace, await startSshd(port.noSpace, join(work, "host_key"), { PATH: `${full}:${STD_PATH}` }));
+  // Accepts TCP, never says a word of SSH.
+  hang = createServer(() => {});
+  await new Promise<void>((r) => hang.listen(port.hang, "127.0.0.1", r));
+  server = await startTestServer("sqlite", { args: process.env.SSH_FLEET_DEBUG ? ["--log-level", "info"] : [] });
+  client = Client.fromConfig({ env: { HOME: server.where.home } });
+}, SLOW);
+
+afterAll(async () => {
+  // Leave the host clean: deleting the fleet removes the shim.
+  try {
+    await client?.fleets.delete("sshh");
+    const dirs = () => execFileSync("sh", ["-c", "ls -d /opt/dstack/shim-* 2>/dev/null || true"], { encoding: "utf8" });
+    for (let i = 0; i < 60 && ownDirs.some((d) => dirs().includes(d)); i++) await new Promise((r) => setTimeout(r, 500));
+  } catch {
+    // the fleet may not exist if setup failed
+  }
+  await server?.stop();
+  for (const c of sshds.values()) c.kill("SIGTERM");
+  hang?.close();
+  if (work) await rm(work, { recursive: true, force: true });
+}, SLOW);
+
+const ownDirs: string[] = [];
+
+describe("SSH fleet hosts", () => {
+  it(
+    "each broken host fails alone with a precise message while the good one provisions",
+    async () => {
+      await apply();
+      const f = await waitFleet("sshh", (f) => f.instances.length === 5 && f.instances.every(settled));
+      const byPort = (p: number) => f.instances.find((i) => i.name === `sshh-${Object.values(port).indexOf(p)}`)!;
+      expect(byPort(port.ok).status).toBe(InstanceStatus.IDLE);
+      expect(byPort(port.ok).statusMessage).toBe("");
+      ownDirs.push(`/opt/dstack/shim-${byPort(port.ok).id}`);
+      const failed = (p: number) => {
+        const i = byPort(p);
+        expect(i.status).toBe(InstanceStatus.TERMINATED);
+        expect(i.statusMessage).toBe(i.terminationReasonMessage);
+        return i.terminationReasonMessage;
+      };
+      expect(failed(port.noDocker)).toBe(`no Docker engine answers on root@127.0.0.1:${port.noDocker}: Cannot connect to the Docker daemon at unix:///nonexistent/docker.sock. Is the docker daemon running?`);
+      expect(failed(port.arm)).toBe(`unsupported host root@127.0.0.1:${port.arm}: \`uname -sm\` says 'Linux aarch64'; the shim bundle is built for Linux x86_64`);
+      expect(failed(port.noSpace)).toMatch(new RegExp(`^not enough disk space on root@127\\.0\\.0\\.1:${port.noSpace}: 50 MB free in /opt/dstack, the shim needs \\d+ MB$`));
+      expect(failed(port.hang)).toBe(`SSH connection to 127.0.0.1:${port.hang} timed out`);
+    },
+    SLOW,
+  );
+
+  it(
+    "an unchanged re-apply leaves the set-up host alone",
+    async () => {
+      const before = (await client.fleets.get("sshh")).instances[0]!;
+      const marker = join(ownDirs[0]!, "install.sha256");
+      const shimJs = join(ownDirs[0]!, "shim-bundle", "shim.js");
+      const stamp = [statSync(marker).mtimeMs, statSync(shimJs).mtimeMs];
+      await apply();
+      const f = await waitFleet("sshh", (f) => f.instances.length === 5 && f.instances.every(settled));
+      expect(f.instances[0]!.id).toBe(before.id);
+      expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
+      expect([statSync(marker).mtimeMs, statSync(shimJs).mtimeMs]).toEqual(stamp);
+    },
+    SLOW,
+  );
+
+  it(
+    "a host whose SSH host key changed is refused with both fingerprints; its instance stays and shows why",
+    async () => {
+      const was = fingerprint(join(work, "host_key.pub"));
+      const now = fingerprint(join(work, "host_key_new.pub"));
+      await stopSshd(port.ok);
+      sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key_new")));
+      await apply();
+      const message = `host key for 127.0.0.1:${port.ok} changed (was ${was}, now ${now}); if the host was reinstalled, remove it from the fleet, apply, then add it back`;
+      const f = await waitFleet("sshh", (f) => f.instances[0]!.statusMessage !== "");
+      expect(f.instances[0]!.statusMessage).toBe(message);
+      expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
+      // The old key back: the next apply passes the check and clears the message.
+      await stopSshd(port.ok);
+      sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
+      await apply();
+      const g = await waitFleet("sshh", (f) => f.instances[0]!.statusMessage === "");
+      expect(g.instances[0]!.status).toBe(InstanceStatus.IDLE);
+    },
+    SLOW,
+  );
+});
