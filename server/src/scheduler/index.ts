@@ -104,10 +104,15 @@ export function createScheduler(opts: SchedulerOptions): Scheduler {
     if (e.kind === "job") wake("job", e.id);
     else if (e.kind === "run") wake("run", e.id);
     else if (e.kind === "instance" || e.kind === "fleet") {
-      // An instance that became idle arms its idle_duration timer (a busy one disarms it).
+      // An instance that became idle arms its idle_duration timer (a busy one disarms it); a
+      // fleet whose configuration changed (idle_duration) re-arms its idle instances' timers.
       if (e.kind === "instance") wake("instance", e.id);
+      const rearm = e.kind === "fleet" ? services.instances.idleInstanceIds(e.id).then((ids) => ids.forEach((id) => wake("instance", id))) : Promise.resolve();
       // Capacity changed: jobs waiting in that project get another look.
-      const p = services.jobs.waitingJobIds(e.projectId).then((ids) => ids.forEach((id) => wake("job", id)), (er) => onError(er, "job", "*"));
+      const p = Promise.all([rearm, services.jobs.waitingJobIds(e.projectId).then((ids) => ids.forEach((id) => wake("job", id)))]).then(
+        () => {},
+        (er: unknown) => onError(er, "job", "*"),
+      );
       inFlight.add(p);
       void p.finally(() => {
         inFlight.delete(p);

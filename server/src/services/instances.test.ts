@@ -115,6 +115,19 @@ describe.each(DIALECTS)("fleet idle_duration on %s", (dialect) => {
     expect([(await instance(off!)).status, (await instance(dflt!)).status]).toEqual([InstanceStatus.IDLE, InstanceStatus.TERMINATED]);
   });
 
+  it("re-applying the fleet with a new idle_duration re-arms its idle instances' timers", async () => {
+    const p = await project();
+    const [id] = await fleet(p, "nodes: 0..2\nidle_duration: off\n", 1);
+    await advance(2 * HOUR);
+    expect((await instance(id!)).status).toBe(InstanceStatus.IDLE);
+    await svc.fleets.apply(admin, p, parseConfiguration("type: fleet\nname: f\nnodes: 0..2\nidle_duration: 3h\n", "fleet.dstack.yml") as FleetConfig);
+    await sched.idle();
+    await advance(59 * MIN);
+    expect((await instance(id!)).status).toBe(InstanceStatus.IDLE);
+    await advance(2 * MIN); // idle since its creation: 3 h are up
+    expect((await instance(id!)).status).toBe(InstanceStatus.TERMINATED);
+  });
+
   it("a fleet at nodes.min keeps its instances", async () => {
     const ids = await fleet(await project(), "nodes: 1..3\nidle_duration: 10m\n", 2);
     await advance(11 * MIN);

@@ -86,9 +86,11 @@ export class InstancesService {
     return instanceView(i, project.name, (i.fleet?.getEntity() as Fleet | undefined)?.name ?? null);
   }
 
-  /** Idle instances a backend could release: the scheduler arms their idle timers at start. */
-  async idleInstanceIds(): Promise<string[]> {
-    const rows = await this.orm.em.fork().find(Instance, { deleted: false, status: { $in: [InstanceStatus.IDLE, InstanceStatus.TERMINATING] } }, { fields: ["id", "backend"] });
+  /** Idle instances a backend could release (of one fleet, or all): the scheduler (re-)arms their idle timers. */
+  async idleInstanceIds(fleetId?: string): Promise<string[]> {
+    const rows = await this.orm.em
+      .fork()
+      .find(Instance, { deleted: false, status: { $in: [InstanceStatus.IDLE, InstanceStatus.TERMINATING] }, ...(fleetId ? { fleet: fleetId } : {}) }, { fields: ["id", "backend"] });
     return rows.filter((i) => this.backendOf(i).canTerminate).map((i) => i.id);
   }
 
