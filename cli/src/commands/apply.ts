@@ -6,10 +6,9 @@ import type { Command } from "commander";
 import { parseConfiguration, parseEnvItem, type AnyConfig, type FleetConfig, type GatewayConfig, type RunConfig, type VolumeConfig } from "@dstack/proto";
 import { isRunFinished, type Client } from "../client/client.js";
 import { DstackError } from "../client/errors.js";
-import { formatBytes } from "../client/code.js";
+import { buildCodeArchive, buildFilesArchive, formatBytes } from "../client/code.js";
 import { formatConfigurationSummary } from "../format/configuration.js";
-import { formatRunPlan } from "../format/plan.js";
-import { runStatusText } from "../format/runs.js";
+import { formatRunPlan, formatSpecDiff } from "../format/plan.js";
 import { CliError, confirm, readAll, type CliIO } from "../io.js";
 import { ensureSshIdentity } from "../ssh/keys.js";
 import { attachToRun, connectOptionsFor } from "./attach.js";
@@ -144,7 +143,24 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
   const repoDir = options.repo === false ? undefined : resolve(io.cwd, typeof options.repo === "string" ? options.repo : ".");
   // The run's containers accept this CLI's key (~/.dstack/ssh/id_rsa, made on first use) for `ssh <run>`.
   const identity = await ensureSshIdentity(io.env);
-  const input = { configuration: config, configurationPath: displayName, env, sshKeyPub: identity.publicKey, ...(repoDir ? { repoDir } : {}) };
+  // `files:` local paths are relative to the configuration's directory (stdin: this directory).
+  const configDir = displayName === "<stdin>" ? io.cwd : dirname(resolve(io.cwd, displayName));
+  // The plan compares code and `files:` with an active run's by hash, so it gets them before anything is uploaded.
+  const codeHash = repoDir ? (await buildCodeArchive(repoDir)).hash : undefined;
+  const plannedFiles = [];
+  for (const m of config.files) {
+    const a = await buildFilesArchive(m, configDir, io.env.HOME);
+    plannedFiles.push({ archiveHash: a.hash, path: a.extractTo, localPath: m.localPath, bytes: a.blob.byteLength, uploaded: false });
+  }
+  const input = {
+    configuration: config,
+    configurationPath: displayName,
+    env,
+    sshKeyPub: identity.publicKey,
+    ...(repoDir ? { repoDir } : {}),
+    ...(codeHash ? { repoCodeHash: codeHash } : {}),
+    fileArchives: plannedFiles,
+  };
   const maxOffers = options.maxOffers !== undefined ? parseCount("--max-offers", options.maxOffers) : 3;
 
   const plan = await client.runs.plan(input, { maxOffers: Math.max(maxOffers, 1) });
@@ -155,12 +171,22 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
   let question = name ? `Submit the run ${name}?` : "Submit a new run?";
   const current = plan.currentResource;
   let stopFirst: string | undefined;
-  if (current && !isRunFinished(current)) {
-    if (plan.action === ApplyAction.NONE && options.yes && !options.force) {
-      io.stdout.write(`Active run ${name} already exists (${runStatusText(current)}) and nothing changed. Use --force to re-submit it anyway.\n`);
+  const diff = formatSpecDiff(plan.changedFields);
+  const update = current !== undefined && plan.action === ApplyAction.UPDATE && diff !== null;
+  if (update) {
+    // dstack's wording: the active run takes the changes in place (services: rolling deployment).
+    io.stdout.write(`Active run ${name} already exists. Detected changes that can be updated in-place:\n${diff}\n`);
+    question = "Update the run?";
+  } else if (current && plan.action === ApplyAction.UPDATE) {
+    io.stdout.write(`Active run ${name} already exists. Detected no changes.\n`);
+    if (options.yes && !options.force) {
+      io.stdout.write("Use --force to apply anyway.\n");
       return 0;
     }
-    io.stdout.write(`Active run ${name} already exists (${runStatusText(current)}).\n`);
+    question = "Stop and override the run?";
+    stopFirst = name;
+  } else if (current && !isRunFinished(current)) {
+    io.stdout.write(`Active run ${name} already exists. Detected changes that cannot be updated in-place:\n${diff ?? ""}\n`);
     question = "Stop and override the run?";
     stopFirst = name;
   }
@@ -176,20 +202,18 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
     repoCodeHash = code.hash;
     if (io.stderr.isTTY) io.stderr.write(p.dim(`Uploaded ${code.files.length} files (${formatBytes(code.bytes)})${code.alreadyExists ? ", unchanged" : ""}\n`));
   }
-  // `files:` local paths are relative to the configuration's directory (stdin: this directory).
-  const configDir = displayName === "<stdin>" ? io.cwd : dirname(resolve(io.cwd, displayName));
   const fileArchives = config.files.length > 0 ? await client.runs.uploadFiles(config.files, configDir, io.env.HOME) : [];
   if (io.stderr.isTTY) {
     for (const f of fileArchives) io.stderr.write(p.dim(`Uploaded files ${f.localPath} (${formatBytes(f.bytes)})${f.uploaded ? "" : ", unchanged"}\n`));
   }
   const run = await client.runs.apply(stopFirst ? { ...input, ...(repoCodeHash ? { repoCodeHash } : {}), fileArchives } : plan, {
     ...(repoCodeHash ? { repoCodeHash } : {}),
-    force: options.force ?? false,
     fileArchives,
+    force: options.force ?? false,
   });
   const runName = run.runSpec?.runName ?? name;
   if (options.detach) {
-    io.stdout.write(`Run ${runName} submitted, detaching...\n`);
+    io.stdout.write(`Run ${runName} ${update ? "updated" : "submitted"}, detaching...\n`);
     return 0;
   }
   return attachToRun(client, runName, io, {

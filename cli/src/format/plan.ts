@@ -32,3 +32,28 @@ export function formatRunPlan(plan: RunPlan, config: RunConfig, opts: { configur
   else out += (opts.noFleets ? p.red(NO_FLEETS_WARNING) : p.yellow(NO_OFFERS_WARNING)) + "\n";
   return out;
 }
+
+/** dstack's names for changed run spec fields; others show as they are. */
+const FRIENDLY_SPEC_FIELDS: Record<string, string> = {
+  repo_id: "Repo ID",
+  repo_code_hash: "Repo files",
+  repo_data: "Repo state (branch, commit, or other)",
+  ssh_key_pub: "Public SSH key",
+};
+
+/**
+ * The plan's changed fields as dstack lists them: run spec fields by name, configuration
+ * properties nested under "Configuration properties:"; null when nothing changed.
+ */
+export function formatSpecDiff(changedFields: readonly string[]): string | null {
+  if (changedFields.length === 0) return null;
+  const lines: string[] = [];
+  const conf = changedFields.filter((f) => f.startsWith("configuration.")).map((f) => f.slice("configuration.".length));
+  for (const f of changedFields) {
+    if (f.startsWith("configuration.")) continue;
+    lines.push(`  - ${FRIENDLY_SPEC_FIELDS[f] ?? f}`);
+  }
+  if (conf.includes("type")) lines.push("  - Configuration type");
+  else if (conf.length > 0) lines.push("  - Configuration properties:", ...conf.map((c) => `    - ${c}`));
+  return lines.join("\n");
+}

@@ -154,6 +154,7 @@ function submissionMessage(s: JobSubmissionView) {
   return create(JobSubmissionSchema, {
     id: s.id,
     submissionNum: s.submissionNum,
+    deploymentNum: s.deploymentNum,
     submittedAt: ts(s.submittedAt),
     lastProcessedAt: ts(s.lastProcessedAt),
     finishedAt: ts(s.finishedAt),
@@ -196,11 +197,12 @@ export function runMessage(r: RunView): Run {
     latestJobSubmission: r.latestJobSubmission ? submissionMessage(r.latestJobSubmission) : undefined,
     deleted: r.deleted,
     priority: r.priority,
+    deploymentNum: r.deploymentNum,
     fleetName: typeof fleet === "string" ? fleet : "",
   });
 }
 
-const ACTIONS = { create: ApplyAction.CREATE, recreate: ApplyAction.RECREATE, blocked: ApplyAction.NONE } as const;
+const ACTIONS = { create: ApplyAction.CREATE, recreate: ApplyAction.RECREATE, update: ApplyAction.UPDATE, blocked: ApplyAction.NONE } as const;
 
 export function runHandlers({ services }: HandlerDeps): Partial<ServiceImpl<typeof RunService>> {
   const { runs, code } = services;
@@ -216,6 +218,7 @@ export function runHandlers({ services }: HandlerDeps): Partial<ServiceImpl<type
           jobPlans: plan.jobPlans.map((p) => create(JobPlanSchema, { jobSpec: jobSpecMessage(p.spec), offers: p.offers.map(offerMessage), totalOffers: p.totalOffers, maxPrice: Math.max(0, ...p.offers.map((o) => o.price)) })),
           currentResource: plan.currentResource ? runMessage(plan.currentResource) : undefined,
           action: ACTIONS[plan.action],
+          changedFields: plan.changedFields,
         }),
       };
     },

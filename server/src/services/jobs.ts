@@ -12,7 +12,7 @@ import type { Clock } from "../scheduler/clock.js";
 import type { DomainEvent, EventBus } from "../scheduler/events.js";
 import { blockResources, blocksNeeded, type HostInfo } from "./offers.js";
 import type { InstanceCandidate, OffersService } from "./offers.js";
-import { DEFAULT_IMAGE, type StoredJobSpec } from "./runs.js";
+import { DEFAULT_IMAGE, buildJobSpecs, type RunSpecInput, type StoredJobSpec } from "./runs.js";
 import { NO_FLEET_MESSAGE } from "./status-messages.js";
 import {
   assertJobTransition,
@@ -443,6 +443,12 @@ export class JobsService {
         return NONE;
       }
 
+      if (run.status !== RunStatus.TERMINATING && (run.runSpec as { configuration?: { type?: string } }).configuration?.type === "service") {
+        const rolled = await this.rollDeployment(em, run, latest, now, events, lock);
+        if (rolled === null) return NONE;
+        latest.push(...rolled);
+      }
+
       if (run.status !== RunStatus.TERMINATING) {
         const views: JobView[] = latest.map((j) => ({
           replicaNum: j.replicaNum,
@@ -531,6 +537,77 @@ export class JobsService {
     return result;
   }
 
+  /**
+   * A service's rolling deployment (dstack's, with a surge of one replica): while replicas of an
+   * older deployment are active, start new-spec replicas up to the desired count plus one, stop
+   * old ones that are not running yet, and stop an old running one only once the running
+   * replicas exceed the desired count, i.e. once its replacement runs. Returns the new jobs, or
+   * null when another reconciler holds the run.
+   */
+  private async rollDeployment(em: Em, run: Run, latest: Job[], now: Date, events: DomainEvent[], lock: () => Promise<boolean>): Promise<Job[] | null> {
+    const byReplica = new Map<number, Job[]>();
+    for (const j of latest) byReplica.set(j.replicaNum, [...(byReplica.get(j.replicaNum) ?? []), j]);
+    const replicas = [...byReplica].map(([replicaNum, jobs]) => ({
+      replicaNum,
+      jobs,
+      outdated: jobs.some((j) => j.deploymentNum < run.deploymentNum),
+      active: jobs.some((j) => !isJobFinished(j.status)),
+      stopping: jobs.some((j) => j.status === JobStatus.TERMINATING),
+      running: jobs.every((j) => j.status === JobStatus.RUNNING),
+    }));
+    const outdated = replicas.filter((r) => r.outdated && r.active && !r.stopping);
+    if (outdated.length === 0) return [];
+    const stored = run.runSpec as unknown as RunSpecInput & { runName: string };
+    const specs = buildJobSpecs(run.runName, stored.configuration, stored);
+    const slots = [...new Set(specs.map((j) => j.replicaNum))];
+    const desired = slots.length;
+    const live = replicas.filter((r) => r.active && !r.stopping);
+    const current = live.filter((r) => !r.outdated);
+    if (!(await lock())) return null;
+    const projectId = run.project.id;
+    const created: Job[] = [];
+    // Scale up: new-spec replicas until desired + 1 are up (the surge), filling the missing slots.
+    let nextReplica = Math.max(-1, ...replicas.map((r) => r.replicaNum)) + 1;
+    for (let n = live.length, slot = current.length; n < desired + 1 && slot < desired; n++, slot++) {
+      const replicaNum = nextReplica++;
+      for (const js of specs.filter((j) => j.replicaNum === slots[slot])) {
+        const job = build(Job, {
+          run: em.getReference(Run, run.id, { wrapped: true }),
+          jobNum: js.jobNum,
+          replicaNum,
+          submissionNum: 0,
+          status: JobStatus.SUBMITTED,
+          jobSpec: { ...js, replicaNum, jobName: `${run.runName}-${js.jobNum}-${replicaNum}` } as unknown as Record<string, unknown>,
+          deploymentNum: run.deploymentNum,
+          submittedAt: now,
+          lastProcessedAt: now,
+        });
+        em.persist(job);
+        created.push(job);
+        events.push({ kind: "job", id: job.id, projectId, runId: run.id });
+      }
+    }
+    // Scale down: old replicas not serving yet go at once; running ones only beyond the desired count.
+    const stop = outdated.filter((r) => !r.running);
+    const runningNow = live.filter((r) => r.running && !stop.includes(r));
+    const excess = runningNow.length - desired;
+    if (excess > 0) stop.push(...outdated.filter((r) => r.running).sort((a, b) => a.replicaNum - b.replicaNum).slice(0, excess));
+    for (const r of stop) {
+      for (const j of r.jobs) {
+        if (isJobFinished(j.status)) continue;
+        const grace = spec(j).stopDuration;
+        const removeAt = j.status === JobStatus.RUNNING && grace ? new Date(now.getTime() + grace * 1000) : now;
+        this.terminate(j, JobTerminationReason.SCALED_DOWN, now, removeAt, events, run, "replaced by a replica of the new deployment");
+        if (removeAt <= now) await this.finalize(em, j, run, now, events);
+      }
+    }
+    if (created.length || stop.length) {
+      run.lastProcessedAt = now;
+      events.push({ kind: "run", id: run.id, projectId });
+    }
+    return created;
+  }
+
   private resubmit(em: Em, prev: Job, run: Run, now: Date, events: DomainEvent[]): void {
     const job = build(Job, {
       run: em.getReference(Run, run.id, { wrapped: true }),
@@ -539,6 +616,7 @@ export class JobsService {
       submissionNum: prev.submissionNum + 1,
       status: JobStatus.SUBMITTED,
       jobSpec: prev.jobSpec,
+      deploymentNum: prev.deploymentNum,
       submittedAt: now,
       lastProcessedAt: now,
     });

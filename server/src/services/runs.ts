@@ -9,7 +9,7 @@ import { err } from "../errors.js";
 import { isGlobalAdmin } from "../auth/permissions.js";
 import type { Clock } from "../scheduler/clock.js";
 import type { DomainEvent, EventBus } from "../scheduler/events.js";
-import { isRunFinished, resolveRetryPolicy, type RetryPolicy } from "./state-machines.js";
+import { isJobFinished, isRunFinished, resolveRetryPolicy, type RetryPolicy } from "./state-machines.js";
 import type { OffersService, OfferView } from "./offers.js";
 import { offersFrom } from "./offers.js";
 import type { ProjectsService } from "./projects.js";
@@ -124,6 +124,8 @@ export interface JobSubmissionView {
   instanceId: string | null;
   blocks: number;
   provisioningData: Record<string, unknown> | null;
+  /** The run's deployment this submission runs. */
+  deploymentNum: number;
   /** What `dstack ps` shows as the status, e.g. "exited (3)" (status-messages.ts). */
   statusMessage: string;
 }
@@ -148,6 +150,8 @@ export interface RunView {
   latestJobSubmission: JobSubmissionView | null;
   deleted: boolean;
   priority: number;
+  /** Bumped by each in-place update. */
+  deploymentNum: number;
   /** What `dstack ps` shows as the status, e.g. "retrying", "pulling", "stopped" (status-messages.ts). */
   statusMessage: string;
 }
@@ -158,7 +162,10 @@ export interface RunPlanView {
   runSpec: RunSpecInput & { runName: string };
   jobPlans: { spec: StoredJobSpec; offers: OfferView[]; totalOffers: number }[];
   currentResource: RunView | null;
-  action: "create" | "recreate" | "blocked";
+  /** update: the active run takes the new spec in place (services: by a rolling deployment). */
+  action: "create" | "recreate" | "update" | "blocked";
+  /** What differs from the active run's spec (RunSpecDiff.fields); empty without one. */
+  changedFields: string[];
 }
 
 export interface ListRunsQuery {
@@ -268,6 +275,99 @@ export function buildJobSpecs(runName: string, c: RunConfig, spec: Partial<Omit<
   return out;
 }
 
+/** JSON with sorted keys and no undefined members: equal values give equal text. */
+function stableJson(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === "object" && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).filter(([, y]) => y !== undefined).sort(([a], [b]) => (a < b ? -1 : 1))) : x,
+  );
+}
+
+const snake = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** Run spec fields any run may change in place (dstack's _UPDATABLE_SPEC_FIELDS). */
+const UPDATABLE_SPEC = ["configuration_path", "configuration"];
+/** ... and services, by a rolling deployment. */
+const SERVICE_UPDATABLE_SPEC = ["repo_data", "repo_code_hash", "file_archives", "working_dir"];
+/** Configuration properties changeable in place, by run type (dstack's _CONF_UPDATABLE_FIELDS and the type-specific lists). */
+const UPDATABLE_CONF: Record<RunConfig["type"], string[]> = {
+  task: ["priority"],
+  "dev-environment": ["priority", "inactivity_duration"],
+  service: [
+    "priority",
+    // in place
+    "replicas",
+    "groups",
+    "scaling",
+    // rolling deployment
+    "port",
+    "probes",
+    "resources",
+    "volumes",
+    "docker",
+    "files",
+    "image",
+    "user",
+    "privileged",
+    "entrypoint",
+    "working_dir",
+    "python",
+    "nvcc",
+    "single_branch",
+    "env",
+    "shell",
+    "commands",
+  ],
+};
+
+export interface RunSpecDiff {
+  /** Changed run spec fields (`repo_code_hash`) and configuration properties (`configuration.commands`). */
+  fields: string[];
+  /** Whether the active run can take the new spec in place. */
+  updatable: boolean;
+}
+
+/** The spec's top-level fields as dstack names them (`-e` values count as the configuration's env, run args as its commands). */
+function specFields(s: RunSpecInput): Record<string, unknown> {
+  const extra = s.extra ?? {};
+  return {
+    configuration_path: s.configurationPath ?? "",
+    repo_id: s.repoId ?? "",
+    repo_code_hash: s.repoCodeHash ?? "",
+    repo_data: extra.repo ?? null,
+    file_archives: extra.fileArchives ?? [],
+    working_dir: extra.workingDir ?? "",
+    ssh_key_pub: extra.sshKeyPub ?? "",
+    profile_name: extra.profileName ?? "",
+  };
+}
+
+function configFields(s: RunSpecInput): Record<string, unknown> {
+  const c = s.configuration as unknown as Record<string, unknown>;
+  return { ...c, env: { config: c.env, cli: s.env ?? {} }, commands: { commands: c.commands, args: s.runArgs ?? [] } };
+}
+
+/** What changed between an active run's spec and a new one, and whether dstack would update it in place. */
+export function diffRunSpecs(current: RunSpecInput, next: RunSpecInput): RunSpecDiff {
+  const fields: string[] = [];
+  const a = specFields(current);
+  const b = specFields(next);
+  for (const k of Object.keys(a)) if (stableJson(a[k]) !== stableJson(b[k])) fields.push(k);
+  const ca = configFields(current);
+  const cb = configFields(next);
+  const typeChanged = current.configuration.type !== next.configuration.type;
+  if (typeChanged) fields.push("configuration.type");
+  else for (const k of [...new Set([...Object.keys(ca), ...Object.keys(cb)])].sort()) if (stableJson(ca[k]) !== stableJson(cb[k])) fields.push(`configuration.${snake(k)}`);
+  const type = next.configuration.type;
+  const spec = [...UPDATABLE_SPEC, ...(type === "service" ? SERVICE_UPDATABLE_SPEC : [])];
+  // Same archives: a moved local file changes nothing in the container (as dstack ignores `files`).
+  const conf = [...UPDATABLE_CONF[type], ...(stableJson(a.file_archives) === stableJson(b.file_archives) ? ["files"] : [])];
+  const updatable = !typeChanged && fields.every((f) => (f.startsWith("configuration.") ? conf.includes(f.slice("configuration.".length)) : spec.includes(f)));
+  return { fields, updatable };
+}
+
+/** A job spec without what names its slot: equal ones run the same thing. */
+const jobSpecKey = (j: StoredJobSpec) => stableJson({ ...j, jobName: "", replicaNum: 0 });
+
 /** Every `files:` archive the spec names must be in the project already: a run must not fail late on a missing one. */
 async function requireFileArchives(em: Em, project: { id: string; name: string }, spec: RunSpecInput): Promise<void> {
   const wanted = buildJobSpecs("run", spec.configuration, spec)[0]?.fileArchives ?? [];
@@ -310,6 +410,7 @@ export function submissionView(j: Job): JobSubmissionView {
     instanceId: j.instance?.id ?? null,
     blocks: j.blocks,
     provisioningData: j.provisioningData,
+    deploymentNum: j.deploymentNum,
     statusMessage: jobStatusMessage(j),
   };
 }
@@ -335,8 +436,9 @@ export class RunsService {
       return { spec: j, offers: all.slice(0, opts.maxOffers || 50), totalOffers: all.length };
     });
     const currentView = current ? (await this.views(em, [current], project.name, true))[0]! : null;
-    const action = !current ? "create" : isRunFinished(current.status) ? "recreate" : "blocked";
-    return { projectName: project.name, user: actor.name, runSpec: { ...spec, runName: runName || "" }, jobPlans, currentResource: currentView, action };
+    const diff = current ? diffRunSpecs(current.runSpec as unknown as RunSpecInput, spec) : null;
+    const action = !current ? "create" : isRunFinished(current.status) ? "recreate" : diff!.updatable ? "update" : "blocked";
+    return { projectName: project.name, user: actor.name, runSpec: { ...spec, runName: runName || "" }, jobPlans, currentResource: currentView, action, changedFields: diff?.fields ?? [] };
   }
 
   /**
@@ -355,13 +457,16 @@ export class RunsService {
       let runName = requested;
       if (runName !== undefined) {
         const existing = await em.find(Run, { project: project.id, runName, deleted: false });
-        for (const old of existing) {
-          if (!isRunFinished(old.status)) {
-            if (opts.currentResourceId && opts.currentResourceId !== old.id) throw err("DSTACK_RUN_CHANGED", { run: runName });
-            throw err("DSTACK_RUN_ACTIVE", { run: runName, status: enumName(RunStatus, old.status) });
+        const active = existing.find((r) => !isRunFinished(r.status));
+        if (active) {
+          if (opts.currentResourceId && opts.currentResourceId !== active.id) throw err("DSTACK_RUN_CHANGED", { run: runName });
+          if (active.status === RunStatus.TERMINATING || !diffRunSpecs(active.runSpec as unknown as RunSpecInput, spec).updatable) {
+            throw err("DSTACK_RUN_ACTIVE", { run: runName, status: enumName(RunStatus, active.status) });
           }
-          old.deleted = true;
+          await requireFileArchives(em, project, spec);
+          return this.updateInPlace(em, active, { ...spec, runName }, project, now, events);
         }
+        for (const old of existing) old.deleted = true;
       } else {
         runName = await this.generateName(em, project.id);
       }
@@ -413,11 +518,32 @@ export class RunsService {
         latestJobSubmission: created.length ? submissionView(created[created.length - 1]!) : null,
         deleted: false,
         priority: run.priority,
+        deploymentNum: run.deploymentNum,
         statusMessage: runStatusMessage(run, [], null),
       } satisfies RunView;
     });
     this.bus.publish(events);
     return view;
+  }
+
+  /**
+   * An active run takes a new spec (dstack's apply_plan on an updatable run): a new deployment
+   * number; replicas whose job specs do not change move to it at once, the others are replaced
+   * by the run reconciler's rolling deployment (JobsService.processRun).
+   */
+  private async updateInPlace(em: Em, run: Run, stored: RunSpecInput & { runName: string }, project: { id: string; name: string }, now: Date, events: DomainEvent[]): Promise<RunView> {
+    run.runSpec = stored as unknown as Record<string, unknown>;
+    run.priority = stored.configuration.priority ?? 0;
+    run.deploymentNum += 1;
+    run.lastProcessedAt = now;
+    const fresh = new Map(buildJobSpecs(run.runName, stored.configuration, stored).map((j) => [j.jobNum, jobSpecKey(j)]));
+    for (const j of await em.find(Job, { run: run.id })) {
+      if (isJobFinished(j.status) || j.status === JobStatus.TERMINATING) continue;
+      if (fresh.get(j.jobNum) === jobSpecKey(j.jobSpec as unknown as StoredJobSpec)) j.deploymentNum = run.deploymentNum;
+    }
+    events.push({ kind: "run", id: run.id, projectId: project.id, by: `run:${run.id}` });
+    await em.flush();
+    return (await this.views(em, [run], project.name, true))[0]!;
   }
 
   async get(actor: Principal, projectName: string, by: { runName?: string; id?: string }): Promise<RunView> {
@@ -489,6 +615,7 @@ export class RunsService {
         instanceId: (j.instance_id as string | null) ?? null,
         blocks: Number(j.blocks),
         provisioningData: (json(j.provisioning_data) as Record<string, unknown> | null) ?? null,
+        deploymentNum: Number(j.deployment_num ?? 0),
         statusMessage: "",
       };
       v.statusMessage = jobStatusMessage(v);
@@ -525,6 +652,7 @@ export class RunsService {
         latestJobSubmission: latest,
         deleted: Boolean(r.deleted),
         priority: Number(r.priority),
+        deploymentNum: Number(r.deployment_num ?? 0),
         statusMessage: runStatusMessage({ status, terminationReason }, forMessage, latest),
       };
     });
@@ -672,6 +800,7 @@ export class RunsService {
         latestJobSubmission: latestView,
         deleted: run.deleted,
         priority: run.priority,
+        deploymentNum: run.deploymentNum,
         statusMessage: runStatusMessage(run, jobViews.map((j) => ({ submissions: j.submissions, retry: () => j.spec.retry ?? null })), latestView),
       };
     });

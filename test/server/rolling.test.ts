@@ -1,0 +1,130 @@
+// Re-applying an active run, end to end on the REAL local fleet (real server, real Docker, the
+// `dstack` binary): a service with changed commands is updated in place by a rolling
+// deployment (the new replica starts with the new spec, the old one is scaled down once its
+// replacement runs); the same configuration again is "no changes"; a task with changes cannot
+// be updated in place and is stopped and re-submitted.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { JobStatus, JobTerminationReason, RunStatus, type Run } from "@dstack/proto/api";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Client } from "../../cli/src/index.js";
+import { dstack } from "../cli/run-cli.js";
+import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
+import { localFleetReady, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { until } from "../helpers/sim-agents.js";
+
+const SLOW = 240_000;
+
+let server: TestServer & { where: ServerEnv };
+let client: Client;
+let work: string;
+
+const service = (name: string, word: string) =>
+  [
+    "type: service",
+    `name: ${name}`,
+    `image: ${TEST_IMAGES.busybox}`,
+    "port: 8000",
+    "stop_duration: 5s",
+    "commands:",
+    `  - echo ${word}`,
+    "  - sleep 600",
+    "resources:",
+    "  cpu: 1..",
+    "  memory: 128MB..",
+    "",
+  ].join("\n");
+
+const task = (name: string, word: string) =>
+  ["type: task", `name: ${name}`, `image: ${TEST_IMAGES.busybox}`, "commands:", `  - echo ${word}`, "  - sleep 600", "resources:", "  cpu: 1..", "  memory: 128MB..", ""].join("\n");
+
+async function runUntil(name: string, pred: (r: Run) => boolean, what: string, ms = 90_000): Promise<Run> {
+  return until(async () => ((r) => (pred(r) ? r : undefined))(await client.runs.get(name)), `${name}: ${what}`, ms);
+}
+
+/** Latest submission of each replica, by replica number. */
+const replicas = (r: Run) =>
+  r.jobs.map((j) => ({ replica: j.jobSpec!.replicaNum, commands: j.jobSpec!.commands, sub: j.jobSubmissions.at(-1)! })).sort((a, b) => a.replica - b.replica);
+
+beforeAll(async () => {
+  await requireTestImages([TEST_IMAGES.busybox]);
+  server = await startTestServer("sqlite", { localFleet: true });
+  await localFleetReady(server);
+  work = await mkdtemp(join(tmpdir(), "dstack-rolling-"));
+  client = Client.fromConfig({ env: { HOME: server.where.home } });
+}, SLOW);
+
+afterAll(async () => {
+  await server?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe("re-applying an active run", () => {
+  it(
+    "a service with changed commands rolls to a new deployment: new replica first, then the old one goes",
+    async () => {
+      const cli = { home: server.where.home, cwd: work };
+      await writeFile(join(work, "svc.dstack.yml"), service("svc", "v1"));
+      const first = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "svc.dstack.yml"], cli);
+      expect(first.stdout, first.stderr).toContain("Run svc submitted, detaching...");
+      const v1 = await runUntil("svc", (r) => r.status === RunStatus.RUNNING, "running");
+      expect(v1.deploymentNum).toBe(0);
+
+      // Same configuration: nothing to update; with -y and no --force nothing happens.
+      const same = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "svc.dstack.yml"], cli);
+      expect(same.stdout).toContain("Active run svc already exists. Detected no changes.\nUse --force to apply anyway.\n");
+      expect((await client.runs.get("svc")).id).toBe(v1.id);
+
+      await writeFile(join(work, "svc.dstack.yml"), service("svc", "v2"));
+      const upd = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "svc.dstack.yml"], cli);
+      expect(upd.stdout, upd.stderr).toContain("Active run svc already exists. Detected changes that can be updated in-place:\n  - Configuration properties:\n    - commands\n");
+      expect(upd.stdout).toContain("Run svc updated, detaching...");
+      expect(upd.code).toBe(0);
+
+      // The same run, a new deployment; replica 1 runs the new commands, replica 0 is scaled down.
+      const rolled = await runUntil(
+        "svc",
+        (r) => {
+          const rs = replicas(r);
+          return rs.length === 2 && rs[1]!.sub.status === JobStatus.RUNNING && rs[0]!.sub.status === JobStatus.TERMINATED;
+        },
+        "the new replica running and the old one gone",
+      );
+      expect(rolled.id).toBe(v1.id);
+      expect(rolled.deploymentNum).toBe(1);
+      expect(rolled.status).toBe(RunStatus.RUNNING);
+      const [old, fresh] = replicas(rolled);
+      expect(old!.commands).toContain("echo v1");
+      expect(old!.sub.deploymentNum).toBe(0);
+      expect(old!.sub.terminationReason).toBe(JobTerminationReason.SCALED_DOWN);
+      expect(fresh!.commands).toContain("echo v2");
+      expect(fresh!.sub.deploymentNum).toBe(1);
+      // The old replica was stopped only after its replacement was running.
+      expect(old!.sub.finishedAt!.seconds).toBeGreaterThanOrEqual(fresh!.sub.submittedAt!.seconds);
+
+      await dstack(["stop", "svc", "-x", "-y"], cli);
+      await runUntil("svc", (r) => r.status === RunStatus.TERMINATED, "stopped");
+    },
+    SLOW,
+  );
+
+  it(
+    "a task with changed commands cannot be updated in place: it is stopped and submitted again",
+    async () => {
+      const cli = { home: server.where.home, cwd: work };
+      await writeFile(join(work, "task.dstack.yml"), task("tsk", "one"));
+      await dstack(["apply", "-y", "-d", "--no-repo", "-f", "task.dstack.yml"], cli);
+      const before = await runUntil("tsk", (r) => r.status === RunStatus.RUNNING, "running");
+      await writeFile(join(work, "task.dstack.yml"), task("tsk", "two"));
+      const again = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "task.dstack.yml"], cli);
+      expect(again.stdout, again.stderr).toContain("Active run tsk already exists. Detected changes that cannot be updated in-place:\n  - Configuration properties:\n    - commands\n");
+      expect(again.stdout).toContain("Run tsk submitted, detaching...");
+      const after = await client.runs.get("tsk");
+      expect(after.id).not.toBe(before.id);
+      expect(after.jobs[0]!.jobSpec!.commands).toContain("echo two");
+      await dstack(["stop", "tsk", "-x", "-y"], cli);
+    },
+    SLOW,
+  );
+});
