@@ -1,0 +1,36 @@
+// diffRunSpecs: which re-applies dstack updates in place (services by rolling deployment,
+// any run for priority, dev environments for inactivity_duration) and what it lists as changed.
+import { parseConfiguration, type RunConfig } from "@dstack/proto";
+import { describe, expect, it } from "vitest";
+import { diffRunSpecs, type RunSpecInput } from "./runs.js";
+
+const spec = (yaml: string, extra: Partial<RunSpecInput> = {}): RunSpecInput => ({ configuration: parseConfiguration(yaml, "x.yml") as RunConfig, ...extra });
+const svc = (cmd: string, more = "") => `type: service\nname: s\nport: 8000\ncommands: [${JSON.stringify(cmd)}]\n${more}`;
+const task = (cmd: string, more = "") => `type: task\nname: t\ncommands: [${JSON.stringify(cmd)}]\n${more}`;
+
+describe("diffRunSpecs", () => {
+  it("nothing changed: no fields, updatable", () => {
+    expect(diffRunSpecs(spec(svc("a")), spec(svc("a")))).toEqual({ fields: [], updatable: true });
+    expect(diffRunSpecs(spec(task("a")), spec(task("a")))).toEqual({ fields: [], updatable: true });
+  });
+
+  it("a service takes new commands, env, image, resources and code in place", () => {
+    expect(diffRunSpecs(spec(svc("a")), spec(svc("b")))).toEqual({ fields: ["configuration.commands"], updatable: true });
+    expect(diffRunSpecs(spec(svc("a")), spec(svc("a", "image: x:1\nenv: [A=1]\n")))).toEqual({ fields: ["configuration.env", "configuration.image"], updatable: true });
+    expect(diffRunSpecs(spec(svc("a"), { repoCodeHash: "aa" }), spec(svc("a"), { repoCodeHash: "bb" }))).toEqual({ fields: ["repo_code_hash"], updatable: true });
+    // -e values count as the configuration's env
+    expect(diffRunSpecs(spec(svc("a"), { env: { A: "1" } }), spec(svc("a"), { env: { A: "2" } }))).toEqual({ fields: ["configuration.env"], updatable: true });
+  });
+
+  it("a task takes only priority in place; other changes need a stop", () => {
+    expect(diffRunSpecs(spec(task("a")), spec(task("a", "priority: 5\n")))).toEqual({ fields: ["configuration.priority"], updatable: true });
+    expect(diffRunSpecs(spec(task("a")), spec(task("b")))).toEqual({ fields: ["configuration.commands"], updatable: false });
+    expect(diffRunSpecs(spec(task("a"), { repoCodeHash: "aa" }), spec(task("a"), { repoCodeHash: "bb" }))).toEqual({ fields: ["repo_code_hash"], updatable: false });
+  });
+
+  it("a service's port may change; its repo id or type may not", () => {
+    expect(diffRunSpecs(spec(svc("a")), spec(svc("a").replace("8000", "9000"))).updatable).toBe(true);
+    expect(diffRunSpecs(spec(svc("a"), { repoId: "r1" }), spec(svc("a"), { repoId: "r2" }))).toEqual({ fields: ["repo_id"], updatable: false });
+    expect(diffRunSpecs(spec(svc("a")), spec(task("a").replace("name: t", "name: s")))).toMatchObject({ updatable: false });
+  });
+});
