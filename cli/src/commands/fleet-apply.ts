@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import type { FleetConfig, ProxyJump } from "@dstack/proto";
+import { InstanceStatus, type Instance } from "@dstack/proto/api";
 import type { Client } from "../client/client.js";
 import { DstackError } from "../client/errors.js";
 import { formatConfigurationSummary } from "../format/configuration.js";
@@ -77,5 +78,70 @@ export async function applyFleet(client: Client, config: FleetConfig, displayNam
   }
   const fleet = await client.fleets.apply(withKeys, { configurationPath: displayName, force: options.force ?? false });
   io.stdout.write(`Fleet ${fleet.name} ${exists ? "updated" : "created"}.\n`);
-  return 0;
+  if (!config.sshConfig || options.detach) return 0;
+  return followSshHosts(client, fleet.name, sshHostKeys(config), io);
+}
+
+/** `user@hostname:port` of each host, as the server names them. */
+export function sshHostKeys(config: FleetConfig): string[] {
+  const ssh = config.sshConfig;
+  return (ssh?.hosts ?? []).map((h) => `${h.user ?? ssh?.user ?? "root"}@${h.hostname}:${h.port ?? ssh?.port ?? 22}`);
+}
+
+/** One host's state in words: its provisioning step, `idle`, or `failed: why`. */
+export function sshHostState(i: Instance): string {
+  switch (i.status) {
+    case InstanceStatus.TERMINATED:
+      return `failed: ${i.terminationReasonMessage || "terminated"}`;
+    case InstanceStatus.IDLE:
+    case InstanceStatus.BUSY: {
+      const s = i.status === InstanceStatus.IDLE ? "idle" : "busy";
+      return i.statusMessage ? `${s} (${i.statusMessage})` : i.unreachable ? `${s} (unreachable)` : s;
+    }
+    default:
+      return i.statusMessage || (InstanceStatus[i.status] ?? "pending").toLowerCase();
+  }
+}
+
+const settled = (i: Instance) => i.status === InstanceStatus.IDLE || i.status === InstanceStatus.BUSY || i.status === InstanceStatus.TERMINATED;
+
+/**
+ * Prints each host's provisioning progress as it changes until every host of the configuration
+ * settles (idle or failed). Ctrl-C stops following; the server goes on. Exit code 1 if a host failed.
+ */
+async function followSshHosts(client: Client, name: string, hosts: string[], io: CliIO): Promise<number> {
+  io.stdout.write(`Provisioning ${hosts.length} SSH host${hosts.length === 1 ? "" : "s"} (Ctrl-C stops following; provisioning goes on)...\n`);
+  let interrupted = false;
+  const off = io.onInterrupt?.(() => (interrupted = true));
+  const width = Math.max(...hosts.map((h) => h.length));
+  const shown = new Map<string, string>();
+  try {
+    // The server reconciles right after the apply; give it a moment so old states are not taken as final.
+    await new Promise((r) => setTimeout(r, 1000));
+    for (;;) {
+      const f = await client.fleets.get(name);
+      const byHost = new Map(f.instances.filter((i) => i.sshHost).map((i) => [i.sshHost, i]));
+      for (const h of hosts) {
+        const i = byHost.get(h);
+        const state = i ? sshHostState(i) : "pending";
+        if (shown.get(h) !== state) {
+          shown.set(h, state);
+          io.stdout.write(`  ${h.padEnd(width)}  ${state}\n`);
+        }
+      }
+      const all = hosts.map((h) => byHost.get(h));
+      if (all.every((i) => i && settled(i))) {
+        const failed = all.filter((i) => i!.status === InstanceStatus.TERMINATED).length;
+        io.stdout.write(failed ? `${failed} of ${hosts.length} hosts failed.\n` : `All ${hosts.length} hosts are ready.\n`);
+        return failed ? 1 : 0;
+      }
+      if (interrupted) {
+        io.stdout.write(`Stopped following; see \`dstack fleet get ${name}\`.\n`);
+        return 0;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  } finally {
+    off?.();
+  }
 }

@@ -48,7 +48,7 @@ export function formatFleetsTable(fleets: Fleet[], opts: { verbose?: boolean; pa
     { header: "PRICE" },
     { header: "STATUS" },
     { header: "CREATED" },
-    ...(verbose ? [{ header: "ERROR" }] : []),
+    ...(verbose ? [{ header: "MESSAGE" }] : []),
   ];
   const rows: Row[] = [];
   const sorted = [...fleets].sort((a, b) => Number((b.createdAt?.seconds ?? 0n) - (a.createdAt?.seconds ?? 0n)));
@@ -72,7 +72,7 @@ export function formatFleetsTable(fleets: Fleet[], opts: { verbose?: boolean; pa
       const r = i.instanceType?.resources;
       const istatus = i.unreachable ? `${lower(InstanceStatus, i.status)} (unreachable)` : lower(InstanceStatus, i.status);
       rows.push([
-        { text: `   instance=${i.instanceNum}` },
+        { text: `   instance=${i.instanceNum}${i.sshHost ? ` ${i.sshHost}` : ""}` },
         "",
         verbose ? formatInstanceResources(r) : formatInstanceResources(r, { gpuOnly: true }),
         ssh ? "" : r ? (r.spot ? "spot" : "on-demand") : "",
@@ -80,7 +80,7 @@ export function formatFleetsTable(fleets: Fleet[], opts: { verbose?: boolean; pa
         ssh ? "" : formatPrice(i.price),
         { text: istatus, style: i.status === InstanceStatus.IDLE ? p.green : i.status === InstanceStatus.BUSY ? p.blue : undefined },
         { text: prettyDate(i.createdAt ? timestampDate(i.createdAt) : undefined, opts.now), style: p.dim },
-        ...(verbose ? [i.terminationReasonMessage] : []),
+        ...(verbose ? [i.statusMessage || i.terminationReasonMessage] : []),
       ] as Row);
     }
   }

@@ -28,6 +28,7 @@ export function instanceMessage(i: InstanceView): Instance {
     unreachable: i.unreachable,
     terminationReasonMessage: i.terminationReasonMessage ?? "",
     statusMessage: i.statusMessage,
+    sshHost: i.sshHost ?? "",
     createdAt: timestampFromDate(i.createdAt),
     totalBlocks: i.totalBlocks,
     busyBlocks: i.busyBlocks,

@@ -14,7 +14,7 @@ import { checkName, tombstoneName } from "./names.js";
 import { DEFAULT_PROJECT_NAME } from "./projects.js";
 import { resolveBlocks, type HostInfo } from "./offers.js";
 import type { ProjectsService } from "./projects.js";
-import { sshStatusMessage } from "./ssh-fleets.js";
+import { sshHostBlocks, sshStatusMessage, withSshHostFacts } from "./ssh-fleets.js";
 import type { Principal } from "./users.js";
 
 export interface InstanceView {
@@ -36,6 +36,8 @@ export interface InstanceView {
   terminationReasonMessage: string | null;
   /** Progress or a problem in words (SSH hosts: the provisioning step); "" when nothing to say. */
   statusMessage: string;
+  /** SSH fleet hosts: `user@hostname:port`. */
+  sshHost: string | null;
   createdAt: Date;
 }
 
@@ -99,6 +101,7 @@ export function instanceView(i: Instance, projectName: string, fleetName: string
     unreachable: i.unreachable,
     terminationReasonMessage: i.terminationReasonMessage,
     statusMessage: sshStatusMessage(i),
+    sshHost: (i.remoteConnection as { host?: string } | null)?.host ?? null,
     createdAt: i.createdAt,
   };
 }
@@ -261,8 +264,9 @@ export class FleetsService {
       if (!i) return null;
       const fleet = i.fleet?.getEntity() as Fleet | undefined;
       const config = (fleet?.spec as { configuration?: FleetConfig } | undefined)?.configuration;
-      i.hostInfo = { ...host } as unknown as Record<string, unknown>;
-      if (i.busyBlocks === 0) i.totalBlocks = resolveBlocks(config?.blocks, host);
+      const facts = withSshHostFacts(i.remoteConnection, host);
+      i.hostInfo = { ...facts } as unknown as Record<string, unknown>;
+      if (i.busyBlocks === 0) i.totalBlocks = resolveBlocks(sshHostBlocks(i.remoteConnection) ?? config?.blocks, facts);
       if (i.status === InstanceStatus.PENDING || i.status === InstanceStatus.PROVISIONING) i.status = i.busyBlocks > 0 ? InstanceStatus.BUSY : InstanceStatus.IDLE;
       i.unreachable = false;
       i.lastHeartbeatAt = this.clock.now();

@@ -8,6 +8,7 @@ import { Fleet, Instance, Project, build } from "../db/entities.js";
 import { err } from "../errors.js";
 import type { EventBus } from "../scheduler/events.js";
 import type { Encryptor } from "./encryption.js";
+import { inCidr, isPrivateCidr, isPrivateIp, parseCidr } from "../backends/ssh/network.js";
 
 /** What an SSH fleet instance records about its host (instances.remote_connection). */
 export interface RemoteConnection {
@@ -35,6 +36,23 @@ export interface RemoteConnection {
   step?: string;
   /** Why the last check of a set-up host failed (e.g. its host key changed); cleared when it passes. */
   problem?: string;
+  /** The address jobs use between nodes (internal_ip, or the host's address in ssh_config.network). */
+  internalIp?: string;
+  /** The network that address is in (cluster placement needs one for all hosts). */
+  net?: string;
+  /** The host's own `blocks`, when the configuration sets them. */
+  blocks?: number | "auto";
+}
+
+/** What an SSH host's instance uses instead of the shim's own guesses: its configured internal address. */
+export function withSshHostFacts<H extends { internalIp?: string }>(remoteConnection: unknown, host: H): H {
+  const r = remoteConnection as Partial<RemoteConnection> | null;
+  return r?.internalIp ? { ...host, internalIp: r.internalIp } : host;
+}
+
+/** The host's own blocks (SSH hosts may override the fleet's). */
+export function sshHostBlocks(remoteConnection: unknown): number | "auto" | undefined {
+  return (remoteConnection as Partial<RemoteConnection> | null)?.blocks;
 }
 
 export interface SshInstanceState {
@@ -126,6 +144,14 @@ export class SshFleetsService {
       if (!h.sshKey && !ssh.sshKey) throw missing(`ssh_config.hosts[${n}] (${h.hostname})`, h.identityFile ?? ssh.identityFile);
     });
     if (ssh.hosts.length === 0) throw bad("ssh_config.hosts is empty");
+    const net = ssh.network === undefined ? undefined : parseCidr(ssh.network);
+    if (ssh.network !== undefined && !net) throw bad(`ssh_config.network ${ssh.network} is not an IPv4 network (e.g. 10.0.0.0/24)`);
+    if (net && !isPrivateCidr(net)) throw bad(`ssh_config.network ${ssh.network} is not a private network (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10)`);
+    ssh.hosts.forEach((h, n) => {
+      if (h.internalIp === undefined) return;
+      if (!isPrivateIp(h.internalIp)) throw bad(`ssh_config.hosts[${n}].internal_ip ${h.internalIp} is not a private IPv4 address`);
+      if (net && !inCidr(h.internalIp, net)) throw bad(`ssh_config.hosts[${n}].internal_ip ${h.internalIp} is not in ssh_config.network ${net.text}`);
+    });
     const project = await this.orm.em.fork().findOne(Project, { name: projectName, deleted: false }, { fields: ["id"] });
     if (!project) throw err("DSTACK_PROJECT_NOT_FOUND", { project: projectName });
     const aad = keyAad(project.id);

@@ -23,6 +23,7 @@ import type { RemoteConnection, SshFleetsService, SshFleetState, SshInstanceStat
 import type { AgentLogger } from "../../agents/dispatcher.js";
 import { InstanceStatus } from "../../domain/enums.js";
 import { DecryptionError } from "../../services/encryption.js";
+import { parseCidr, parseIpAddr, pickInternalIp } from "./network.js";
 import { connect, exec, shq, SshHostError, type SshEndpoint, type SshSession, type SshTarget } from "./remote.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
@@ -46,6 +47,9 @@ export interface SshProvisionerOptions {
 /** A host of the configuration with the fleet-level defaults applied. */
 export interface ResolvedHost extends SshTarget {
   key: string;
+  /** The host's `internal_ip` and `blocks` from the configuration. */
+  internalIp?: string;
+  blocks?: number | "auto";
   /** The key and jump host as recorded on the instance (keys sealed). */
   sealed: Pick<RemoteConnection, "sshKey" | "identityFile" | "proxyJump">;
 }
@@ -78,7 +82,13 @@ export function resolveHosts(ssh: SshConfig, open: Opener): { hosts: ResolvedHos
         ...(identityFile ? { identityFile } : {}),
         ...(pj ? { proxyJump: { hostname: pj.hostname, port: pj.port ?? 22, user: pj.user, sshKey: pj.sshKey!, identityFile: pj.identityFile } } : {}),
       };
-      hosts.push({ key, sealed, ...targetOf({ hostname: h.hostname, port, user, ...sealed } as RemoteConnection, open) });
+      hosts.push({
+        key,
+        sealed,
+        ...targetOf({ hostname: h.hostname, port, user, ...sealed } as RemoteConnection, open),
+        ...(h.internalIp ? { internalIp: h.internalIp } : {}),
+        ...(h.blocks !== undefined ? { blocks: h.blocks } : {}),
+      });
     } catch (e) {
       errors.push({ key, hostname: h.hostname, port, user, message: (e as Error).message });
     }
@@ -249,6 +259,7 @@ export class SshFleetProvisioner {
       return;
     }
     const { hosts, errors } = resolveHosts(fleet.config.sshConfig ?? { hosts: [] }, this.opener(fleet));
+    this.clusterNets.delete(fleet.id);
     const live = fleet.instances.filter((i) => !i.deleted);
     const byKey = new Map(live.map((i) => [i.remote.host, i]));
     const wanted = new Set([...hosts.map((h) => h.key), ...errors.map((e) => e.key)]);
@@ -342,6 +353,18 @@ export class SshFleetProvisioner {
       if (uname !== `Linux ${wantArch}`) throw new SshHostError(`unsupported host ${h.key}: \`uname -sm\` says '${uname}'; the shim bundle is built for Linux ${wantArch}`);
       const docker = await run("docker version --format '{{.Server.Version}}'");
       if (docker.code !== 0) throw new SshHostError(`no Docker engine answers on ${h.key}: ${firstLine(docker.stderr) || firstLine(docker.stdout) || `docker version exited with ${docker.code}`}`);
+      // The address jobs use between nodes, and (cluster placement) one network for all hosts.
+      const addrs = await run("ip -o -4 addr show 2>/dev/null");
+      const ssh = fleet.config.sshConfig;
+      const picked = pickInternalIp(parseIpAddr(addrs.stdout), { internalIp: h.internalIp, network: ssh?.network ? (parseCidr(ssh.network) ?? undefined) : undefined });
+      if ("error" in picked) {
+        // Only a configuration that asks for an address makes a host without one (or without `ip`) fail.
+        if (h.internalIp || ssh?.network || fleet.config.placement === "cluster") throw new SshHostError(`${h.key}: ${addrs.code !== 0 ? "cannot list the host's addresses (`ip -o -4 addr show` failed; install iproute2)" : picked.error}`);
+      } else {
+        if (fleet.config.placement === "cluster") this.claimClusterNet(fleet, h.key, picked.net);
+        remote = { ...remote, internalIp: picked.ip, net: picked.net };
+      }
+      remote = { ...remote, ...(h.blocks !== undefined ? { blocks: h.blocks } : { blocks: undefined }) };
       const who = (await run('id -u; printf "%s\\n" "$HOME"; command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] && echo systemd || echo nohup')).stdout.trim().split("\n");
       const root = who[0] === "0";
       const base = root ? "/opt/dstack" : `${who[1] || "/tmp"}/.dstack`;
@@ -393,6 +416,20 @@ export class SshFleetProvisioner {
       await this.o.sshFleets.update(inst.id, { ...remote, step: undefined }, { failed: message });
     } finally {
       session?.close();
+    }
+  }
+
+  /** Network of each cluster fleet, as its first host found it: every other host must share it. */
+  private readonly clusterNets = new Map<string, { net: string; host: string }>();
+
+  private claimClusterNet(fleet: SshFleetState, host: string, net: string): void {
+    const first = this.clusterNets.get(fleet.id) ?? fleet.instances.map((i) => i.remote).find((r) => r.net && r.host !== host && r.state === "installed");
+    const owner = first ? { net: first.net!, host: first.host } : { net, host };
+    if (!this.clusterNets.has(fleet.id)) this.clusterNets.set(fleet.id, owner);
+    if (owner.net !== net) {
+      throw new SshHostError(
+        `placement: cluster needs every host in one network: ${host} is in ${net}, ${owner.host} in ${owner.net}; set ssh_config.network (or internal_ip per host) to the network they share`,
+      );
     }
   }
 
