@@ -1,0 +1,184 @@
+// SSH fleets and networks: `ssh_config.network` picks, among each host's addresses, the one
+// jobs use between nodes (recorded as the instance's internal IP); a host's `blocks` splits it;
+// `placement: cluster` needs every host in one network (the odd host fails alone); a network
+// no address of a host is in fails that host; bad `network`/`internal_ip` values are refused at
+// apply. The hosts are real sshd processes on loopback ports; the extra network is a Docker
+// bridge the test creates (10.213.77.0/24, the machine gets 10.213.77.1 on it).
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect as netConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfiguration, type FleetConfig } from "@dstack/proto";
+import { InstanceStatus, type Fleet } from "@dstack/proto/api";
+import { Client } from "../../cli/src/index.js";
+import { withSshKeys } from "../../cli/src/commands/fleet-apply.js";
+import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
+import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
+import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+
+const SLOW = 180_000;
+const NET = "10.213.77.0/24";
+const NET_IP = "10.213.77.1";
+const DOCKER_NET = `dstack-ssh-net-test-${process.pid}`;
+
+let work: string;
+let server: TestServer & { where: ServerEnv };
+let client: Client;
+const sshds: ChildProcess[] = [];
+const ports: number[] = [];
+const fleets: string[] = [];
+
+async function startSshd(p: number): Promise<ChildProcess> {
+  const config = join(work, `sshd-${p}.conf`);
+  await writeFile(
+    config,
+    [
+      `Port ${p}`,
+      "ListenAddress 127.0.0.1",
+      `HostKey ${join(work, "host_key")}`,
+      `AuthorizedKeysFile ${join(work, "authorized_keys")}`,
+      `PidFile ${join(work, `sshd-${p}.pid`)}`,
+      "UsePAM no",
+      "PermitRootLogin prohibit-password",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "StrictModes no",
+      "LogLevel ERROR",
+      "",
+    ].join("\n"),
+  );
+  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+  const child = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
+  let errText = "";
+  child.stderr!.on("data", (d: Buffer) => (errText += d.toString()));
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`sshd exited: ${errText}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = netConnect(p, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), resolve(true)));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return child;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function waitFleet(name: string, done: (f: Fleet) => boolean): Promise<Fleet> {
+  for (;;) {
+    const f = await client.fleets.get(name);
+    if (done(f)) return f;
+    if (server.process.exitCode !== null) throw new Error(`the server exited:\n${server.stderr()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+const settled = (i: Fleet["instances"][number]) => i.status === InstanceStatus.IDLE || i.status === InstanceStatus.TERMINATED;
+
+/** Applies a fleet of the two test hosts; `extra` lines go under ssh_config, `hostExtra[n]` under host n. */
+async function apply(name: string, o: { placement?: string; ssh?: string[]; hostExtra?: string[][]; edit?: (c: FleetConfig) => void }) {
+  const yaml = [
+    "type: fleet",
+    `name: ${name}`,
+    ...(o.placement ? [`placement: ${o.placement}`] : []),
+    "ssh_config:",
+    "  user: root",
+    `  identity_file: ${join(work, "id")}`,
+    ...(o.ssh ?? []).map((l) => `  ${l}`),
+    "  hosts:",
+    ...ports.flatMap((p, n) => ["    - hostname: 127.0.0.1", `      port: ${p}`, ...(o.hostExtra?.[n] ?? []).map((l) => `      ${l}`)]),
+    "",
+  ].join("\n");
+  fleets.push(name);
+  const config = parseConfiguration(yaml, `${name}.dstack.yml`) as FleetConfig;
+  o.edit?.(config);
+  return client.fleets.apply(withSshKeys(config, `${name}.dstack.yml`, { cwd: work, env: process.env }));
+}
+
+beforeAll(async () => {
+  await buildRunnerBundle({ log: () => {} });
+  await buildShimBundle({ log: () => {} });
+  work = await mkdtemp(join(tmpdir(), "dstack-ssh-net-"));
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "host_key")]);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "id")]);
+  execFileSync("cp", [join(work, "id.pub"), join(work, "authorized_keys")]);
+  execFileSync("docker", ["network", "create", "--subnet", NET, "--gateway", NET_IP, DOCKER_NET], { stdio: "ignore" });
+  for (let i = 0; i < 2; i++) {
+    ports.push(await freePort());
+    sshds.push(await startSshd(ports[i]!));
+  }
+  server = await startTestServer("sqlite", { args: process.env.SSH_FLEET_DEBUG ? ["--log-level", "info"] : [] });
+  client = Client.fromConfig({ env: { HOME: server.where.home } });
+}, SLOW);
+
+afterAll(async () => {
+  const dirs: string[] = [];
+  for (const name of new Set(fleets)) {
+    try {
+      dirs.push(...(await client.fleets.get(name)).instances.map((i) => `/opt/dstack/shim-${i.id}`));
+      await client.fleets.delete(name);
+    } catch {
+      // refused at apply: never created
+    }
+  }
+  for (let i = 0; i < 60 && dirs.some((d) => existsSync(d)); i++) await new Promise((r) => setTimeout(r, 500));
+  await server?.stop();
+  for (const p of sshds) p.kill("SIGTERM");
+  try {
+    execFileSync("docker", ["network", "rm", DOCKER_NET], { stdio: "ignore" });
+  } catch {
+    // not created
+  }
+  if (work) await rm(work, { recursive: true, force: true });
+}, SLOW);
+
+describe("SSH fleet networks", () => {
+  it(
+    "network picks each host's address in it; a host's blocks split it; cluster hosts in one network provision",
+    async () => {
+      await apply("sshn", { placement: "cluster", ssh: [`network: ${NET}`], hostExtra: [["blocks: 2"], []] });
+      const f = await waitFleet("sshn", (f) => f.instances.length === 2 && f.instances.every((i) => settled(i) && (i.status === InstanceStatus.TERMINATED || i.internalIp !== "")));
+      expect(f.instances.map((i) => [i.status, i.internalIp, i.totalBlocks])).toEqual([
+        [InstanceStatus.IDLE, NET_IP, 2],
+        [InstanceStatus.IDLE, NET_IP, 1],
+      ]);
+    },
+    SLOW,
+  );
+
+  it("bad network and internal_ip values are refused by the server at apply, naming the field", async () => {
+    // The CLI's parser refuses these too; the server checks what any API client sends.
+    const net = (network: string) => (c: FleetConfig) => void (c.sshConfig!.network = network);
+    await expect(apply("sshbad", { edit: net("8.8.8.0/24") })).rejects.toThrow("Invalid configuration of fleet 'sshbad': ssh_config.network 8.8.8.0/24 is not a private network");
+    await expect(apply("sshbad", { edit: net("10.0.0.0/33") })).rejects.toThrow("ssh_config.network 10.0.0.0/33 is not an IPv4 network");
+    await expect(apply("sshbad", { ssh: [`network: ${NET}`], edit: (c) => void (c.sshConfig!.hosts[1]!.internalIp = "10.9.9.9") })).rejects.toThrow(
+      `ssh_config.hosts[1].internal_ip 10.9.9.9 is not in ssh_config.network ${NET}`,
+    );
+    await expect(apply("sshbad", { edit: (c) => void (c.sshConfig!.hosts[0]!.internalIp = "8.8.4.4") })).rejects.toThrow("ssh_config.hosts[0].internal_ip 8.8.4.4 is not a private IPv4 address");
+    await expect(client.fleets.get("sshbad")).rejects.toThrow(/does not exist/);
+  });
+
+  it(
+    "cluster placement fails the host outside the others' network; a network no address is in fails each host",
+    async () => {
+      // Both addresses belong to the machine, but to different networks.
+      await apply("sshc", { placement: "cluster", hostExtra: [[`internal_ip: ${NET_IP}`], ["internal_ip: 172.17.0.1"]] });
+      await apply("sshx", { ssh: ["network: 10.99.99.0/24"] });
+      const c = await waitFleet("sshc", (f) => f.instances.length === 2 && f.instances.every(settled));
+      const failed = c.instances.filter((i) => i.status === InstanceStatus.TERMINATED);
+      expect(failed).toHaveLength(1);
+      expect(c.instances.filter((i) => i.status === InstanceStatus.IDLE)).toHaveLength(1);
+      expect(failed[0]!.terminationReasonMessage).toMatch(
+        /^placement: cluster needs every host in one network: root@127\.0\.0\.1:\d+ is in (10\.213\.77\.0\/24|172\.17\.0\.0\/16), root@127\.0\.0\.1:\d+ in (10\.213\.77\.0\/24|172\.17\.0\.0\/16); set ssh_config\.network \(or internal_ip per host\) to the network they share$/,
+      );
+      const x = await waitFleet("sshx", (f) => f.instances.length === 2 && f.instances.every(settled));
+      for (const [n, i] of x.instances.entries()) {
+        expect(i.status).toBe(InstanceStatus.TERMINATED);
+        expect(i.terminationReasonMessage).toMatch(new RegExp(`^root@127\\.0\\.0\\.1:${ports[n]}: no address of the host is in ssh_config\\.network 10\\.99\\.99\\.0/24 \\(its addresses: .*${NET_IP.replace(/\./g, "\\.")}/24.*\\)$`));
+      }
+    },
+    SLOW,
+  );
+});
