@@ -30,7 +30,7 @@ import type { DomainEvent } from "../scheduler/events.js";
 import type { Services } from "../services/index.js";
 import type { JobAgentView } from "../services/jobs.js";
 import type { HostInfo } from "../services/offers.js";
-import { isJobFinished, jobStatusForReason } from "../services/state-machines.js";
+import { isJobFinished, jobStatusForReason, mayStartNode } from "../services/state-machines.js";
 import { interpolateSecrets, submitJobCommand, submitTaskCommand } from "./commands.js";
 import { toHostInfo } from "./host-info.js";
 
@@ -304,7 +304,8 @@ export class Dispatcher {
     const v = await this.o.services.jobs.agentView(jobId);
     if (!v || !v.instanceId) return;
     // A node's placement may complete its replica's address list, which the others wait for.
-    if (siblings && v.status === JobStatus.PROVISIONING) for (const id of v.siblingIds) this.sync(id, false);
+    // A node that starts running may be what the others wait for (startup_order).
+    if (siblings && (v.status === JobStatus.PROVISIONING || v.status === JobStatus.RUNNING)) for (const id of v.siblingIds) this.sync(id, false);
     if (isJobFinished(v.status)) return this.cleanup(v);
     if (v.status === JobStatus.PROVISIONING) await this.submitTask(v);
     if (v.status === JobStatus.TERMINATING && v.removeAt && v.removeAt.getTime() > Date.now()) return this.stopGracefully(v);
@@ -572,6 +573,8 @@ export class Dispatcher {
     if (this.submittingJob.has(v.id)) return;
     // Every node gets the whole replica's addresses, so the job waits until all are placed.
     if (v.nodeIps.some((ip) => ip === "")) return;
+    // startup_order: master-first workers wait for the master to run, workers-first the reverse.
+    if (!mayStartNode(v.spec.startupOrder, v.jobNum, v.nodeStatuses ?? [])) return;
     this.submittingJob.add(v.id);
     try {
       const secrets = await this.secrets(v);

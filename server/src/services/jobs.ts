@@ -92,6 +92,8 @@ export interface JobAgentView {
   host: HostInfo | null;
   /** Internal IP of each node of the replica by job_num; "" where not placed yet. */
   nodeIps: string[];
+  /** Latest submission status of every node of the replica, by job_num (startup_order). */
+  nodeStatuses?: { jobNum: number; status: JobStatus }[];
   /** The other nodes' latest submissions of a multi-node replica. */
   siblingIds: string[];
   /** Sizes in bytes of the uploaded blobs the job names (code, file archives), by sha256. */
@@ -393,6 +395,7 @@ export class JobsService {
       totalBlocks: instance?.totalBlocks ?? 1,
       host: (instance?.hostInfo as HostInfo | null) ?? null,
       nodeIps,
+      nodeStatuses: siblings.map((x) => ({ jobNum: x.jobNum, status: x.status })),
       siblingIds: siblings.filter((x) => x.id !== job.id).map((x) => x.id),
       blobSizes,
     };
@@ -462,7 +465,8 @@ export class JobsService {
             now,
           },
         }));
-        const d = deriveRunStatus(views);
+        // stop_criteria: master-done ends the run (and its other nodes) once job 0 is done.
+        const d = deriveRunStatus(views, { stopOnMasterDone: latest.some((j) => spec(j).stopCriteria === "master-done") });
         if (d.status === RunStatus.TERMINATING) {
           if (!(await lock())) return NONE;
           assertRunTransition(run.status, RunStatus.TERMINATING);

@@ -107,6 +107,10 @@ export interface StoredJobSpec {
   /** The user's key for attaching (`ssh <run>`). */
   sshKeyPub?: string;
   runType: RunConfig["type"];
+  /** Multi-node tasks: which nodes' commands start first (unset = any). */
+  startupOrder?: "any" | "master-first" | "workers-first";
+  /** Multi-node tasks: the run ends when all nodes are done, or when the master is (unset = all-done). */
+  stopCriteria?: "all-done" | "master-done";
   /** `python:` ("3.12"): the runner makes the image's python3.12 `python`/`python3`. */
   python?: string;
 }
@@ -252,6 +256,7 @@ export function buildJobSpecs(runName: string, c: RunConfig, spec: Partial<Omit<
     ...(typeof extra?.sshKeyPub === "string" && extra.sshKeyPub ? { sshKeyPub: extra.sshKeyPub } : {}),
     runType: c.type,
     ...(c.python ? { python: c.python } : {}),
+    ...(c.type === "task" ? { startupOrder: c.startupOrder, stopCriteria: c.stopCriteria } : {}),
   };
   const out: StoredJobSpec[] = [];
   const push = (replicaNum: number, jobNum: number, jobsPerReplica: number, resources: ResourceRequirements, commands: string[]) =>

@@ -20,6 +20,7 @@ import {
   runStatusForReason,
   type JobView,
   type RetryPolicy,
+  mayStartNode,
 } from "./state-machines.js";
 
 const members = <E extends Record<string, string | number>>(e: E) =>
@@ -251,5 +252,23 @@ describe("run status derived from jobs", () => {
     const jobs = [job(0, 0, J.DONE), job(0, 1, J.RUNNING)];
     expect(deriveRunStatus(jobs).status).toBe(R.RUNNING);
     expect(deriveRunStatus(jobs, { stopOnMasterDone: true })).toEqual({ status: R.TERMINATING, terminationReason: RR.ALL_JOBS_DONE, replicasToRetry: [] });
+  });
+});
+
+describe("mayStartNode (startup_order)", () => {
+  const nodes = (...s: J[]) => s.map((status, jobNum) => ({ jobNum, status }));
+  it("any: every node at once", () => {
+    expect(mayStartNode("any", 1, nodes(J.PULLING, J.PULLING))).toBe(true);
+    expect(mayStartNode(undefined, 0, nodes(J.PULLING, J.PULLING))).toBe(true);
+  });
+  it("master-first: workers wait for the master to run; the master never waits", () => {
+    expect(mayStartNode("master-first", 0, nodes(J.PULLING, J.PULLING))).toBe(true);
+    expect(mayStartNode("master-first", 1, nodes(J.PULLING, J.PULLING))).toBe(false);
+    expect(mayStartNode("master-first", 2, nodes(J.RUNNING, J.PULLING, J.PULLING))).toBe(true);
+  });
+  it("workers-first: the master waits for every worker to run", () => {
+    expect(mayStartNode("workers-first", 1, nodes(J.PULLING, J.PULLING))).toBe(true);
+    expect(mayStartNode("workers-first", 0, nodes(J.PULLING, J.RUNNING, J.PULLING))).toBe(false);
+    expect(mayStartNode("workers-first", 0, nodes(J.PULLING, J.RUNNING, J.RUNNING))).toBe(true);
   });
 });

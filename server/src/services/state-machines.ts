@@ -312,3 +312,17 @@ export function deriveRunStatus(jobs: readonly JobView[], opts: { stopOnMasterDo
   // Nothing is active any more and some replicas wait for a retry: the run waits out the backoff.
   return { status: RunStatus.PENDING, terminationReason: null, replicasToRetry: retrying };
 }
+
+// ---------------------------------------------------------------------------------------
+// Multi-node startup order
+
+/**
+ * Whether node `jobNum` of a replica may get its job now (dstack's startup_order): any node at
+ * once; master-first: workers wait for the master (job 0) to run; workers-first: the master
+ * waits for every worker to run. `nodes` are the replica's latest submissions.
+ */
+export function mayStartNode(order: "any" | "master-first" | "workers-first" | undefined, jobNum: number, nodes: readonly { jobNum: number; status: JobStatus }[]): boolean {
+  if (order === "master-first" && jobNum !== 0) return nodes.some((n) => n.jobNum === 0 && n.status === JobStatus.RUNNING);
+  if (order === "workers-first" && jobNum === 0) return nodes.filter((n) => n.jobNum !== 0).every((n) => n.status === JobStatus.RUNNING);
+  return true;
+}
