@@ -3,7 +3,8 @@
 // `placement: cluster` needs every host in one network (the odd host fails alone); a network
 // no address of a host is in fails that host; bad `network`/`internal_ip` values are refused at
 // apply. The hosts are real sshd processes on loopback ports; the extra network is a Docker
-// bridge the test creates (10.213.77.0/24, the machine gets 10.213.77.1 on it).
+// bridge the test creates (10.213.77.0/24, the machine gets 10.213.77.1 on it). A two-node task
+// on the cluster gets those addresses in DSTACK_NODES_IPS / DSTACK_MASTER_NODE_IP.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -17,6 +18,8 @@ import { Client } from "../../cli/src/index.js";
 import { withSshKeys } from "../../cli/src/commands/fleet-apply.js";
 import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
+import { dstack } from "../cli/run-cli.js";
+import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
 import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 
 const SLOW = 180_000;
@@ -98,6 +101,7 @@ async function apply(name: string, o: { placement?: string; ssh?: string[]; host
 }
 
 beforeAll(async () => {
+  await requireTestImages([TEST_IMAGES.busybox]);
   await buildRunnerBundle({ log: () => {} });
   await buildShimBundle({ log: () => {} });
   work = await mkdtemp(join(tmpdir(), "dstack-ssh-net-"));
@@ -144,6 +148,18 @@ describe("SSH fleet networks", () => {
         [InstanceStatus.IDLE, NET_IP, 2],
         [InstanceStatus.IDLE, NET_IP, 1],
       ]);
+
+      // A two-node task on the cluster: every node is told the hosts' addresses in that network.
+      const proj = await mkdtemp(join(work, "proj-"));
+      await writeFile(
+        join(proj, ".dstack.yml"),
+        ["type: task", "name: two-nodes", `image: ${TEST_IMAGES.busybox}`, "nodes: 2", "fleets: [sshn]", "commands:", '  - echo "rank=$DSTACK_NODE_RANK master=$DSTACK_MASTER_NODE_IP ips=$(echo $DSTACK_NODES_IPS)"', ""].join("\n"),
+      );
+      const r = await dstack(["apply", "-y"], { home: server.where.home, cwd: proj });
+      expect(r.stdout).toContain(`rank=0 master=${NET_IP} ips=${NET_IP} ${NET_IP}`);
+      expect(r.code).toBe(0);
+      const run = await client.runs.get("two-nodes");
+      expect(new Set(run.jobs.map((j) => j.jobSubmissions.at(-1)?.jobProvisioningData?.instanceName))).toEqual(new Set(f.instances.map((i) => i.name)));
     },
     SLOW,
   );
@@ -153,10 +169,16 @@ describe("SSH fleet networks", () => {
     const net = (network: string) => (c: FleetConfig) => void (c.sshConfig!.network = network);
     await expect(apply("sshbad", { edit: net("8.8.8.0/24") })).rejects.toThrow("Invalid configuration of fleet 'sshbad': ssh_config.network 8.8.8.0/24 is not a private network");
     await expect(apply("sshbad", { edit: net("10.0.0.0/33") })).rejects.toThrow("ssh_config.network 10.0.0.0/33 is not an IPv4 network");
-    await expect(apply("sshbad", { ssh: [`network: ${NET}`], edit: (c) => void (c.sshConfig!.hosts[1]!.internalIp = "10.9.9.9") })).rejects.toThrow(
-      `ssh_config.hosts[1].internal_ip 10.9.9.9 is not in ssh_config.network ${NET}`,
+    // internal_ip (as in dstack): every host or none, never with network, private.
+    const ips = (a: string | undefined, b: string | undefined) => (c: FleetConfig) => {
+      c.sshConfig!.hosts[0]!.internalIp = a;
+      c.sshConfig!.hosts[1]!.internalIp = b;
+    };
+    await expect(apply("sshbad", { ssh: [`network: ${NET}`], edit: ips("10.213.77.1", "10.213.77.1") })).rejects.toThrow(
+      "ssh_config.hosts[0].internal_ip and ssh_config.network are mutually exclusive: set one of them",
     );
-    await expect(apply("sshbad", { edit: (c) => void (c.sshConfig!.hosts[0]!.internalIp = "8.8.4.4") })).rejects.toThrow("ssh_config.hosts[0].internal_ip 8.8.4.4 is not a private IPv4 address");
+    await expect(apply("sshbad", { edit: ips(undefined, "10.9.9.9") })).rejects.toThrow("internal_ip must be set on every host or on none: ssh_config.hosts[0] (127.0.0.1) has none");
+    await expect(apply("sshbad", { edit: ips("8.8.4.4", "10.9.9.9") })).rejects.toThrow("ssh_config.hosts[0].internal_ip 8.8.4.4 is not a private IPv4 address");
     await expect(client.fleets.get("sshbad")).rejects.toThrow(/does not exist/);
   });
 

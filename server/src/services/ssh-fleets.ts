@@ -8,7 +8,7 @@ import { Fleet, Instance, Project, build } from "../db/entities.js";
 import { err } from "../errors.js";
 import type { EventBus } from "../scheduler/events.js";
 import type { Encryptor } from "./encryption.js";
-import { inCidr, isPrivateCidr, isPrivateIp, parseCidr } from "../backends/ssh/network.js";
+import { isPrivateCidr, isPrivateIp, parseCidr } from "../backends/ssh/network.js";
 
 /** What an SSH fleet instance records about its host (instances.remote_connection). */
 export interface RemoteConnection {
@@ -147,11 +147,14 @@ export class SshFleetsService {
     const net = ssh.network === undefined ? undefined : parseCidr(ssh.network);
     if (ssh.network !== undefined && !net) throw bad(`ssh_config.network ${ssh.network} is not an IPv4 network (e.g. 10.0.0.0/24)`);
     if (net && !isPrivateCidr(net)) throw bad(`ssh_config.network ${ssh.network} is not a private network (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10)`);
+    // As dstack: internal_ip on every host or none, and not together with network.
     ssh.hosts.forEach((h, n) => {
       if (h.internalIp === undefined) return;
+      if (net) throw bad(`ssh_config.hosts[${n}].internal_ip and ssh_config.network are mutually exclusive: set one of them`);
       if (!isPrivateIp(h.internalIp)) throw bad(`ssh_config.hosts[${n}].internal_ip ${h.internalIp} is not a private IPv4 address`);
-      if (net && !inCidr(h.internalIp, net)) throw bad(`ssh_config.hosts[${n}].internal_ip ${h.internalIp} is not in ssh_config.network ${net.text}`);
     });
+    const without = ssh.hosts.findIndex((h) => h.internalIp === undefined);
+    if (without >= 0 && ssh.hosts.some((h) => h.internalIp !== undefined)) throw bad(`internal_ip must be set on every host or on none: ssh_config.hosts[${without}] (${ssh.hosts[without]!.hostname}) has none`);
     const project = await this.orm.em.fork().findOne(Project, { name: projectName, deleted: false }, { fields: ["id"] });
     if (!project) throw err("DSTACK_PROJECT_NOT_FOUND", { project: projectName });
     const aad = keyAad(project.id);
