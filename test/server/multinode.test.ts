@@ -13,76 +13,76 @@ import { Project } from "../../server/src/db/entities.js";
 import { JoinTokens } from "../../server/src/mesh/join-tokens.js";
 import { createServices } from "../../server/src/services/index.js";
 import { loadSettings } from "../../server/src/settings.js";
-import { createServerEnv, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { createServerEnv, DIALECTS, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { simHost, SimRunner, SimShim, until } from "../helpers/sim-agents.js";
 
 type SubmitTask = Extract<ShimCommand["command"], { case: "submitTask" }>["value"];
 type SubmitJob = Extract<RunnerCommand["command"], { case: "submitJob" }>["value"];
 
-let where: ServerEnv;
-let server: TestServer;
-let runs: Client<typeof RunService>;
-let admin: { headers: { authorization: string } };
-const shims: SimShim[] = [];
-const runners: SimRunner[] = [];
-const IPS = ["10.0.0.5", "10.0.0.6"];
+describe.each(DIALECTS)("multi-node tasks on %s", (dialect) => {
+  let where: ServerEnv;
+  let server: TestServer;
+  let runs: Client<typeof RunService>;
+  let admin: { headers: { authorization: string } };
+  const shims: SimShim[] = [];
+  const runners: SimRunner[] = [];
+  const IPS = ["10.0.0.5", "10.0.0.6"];
 
-const getRun = async (name: string) => (await runs.getRun({ projectName: "main", run: { case: "runName", value: name } }, admin)).run!;
-const runUntil = (name: string, pred: (r: Run) => boolean, what: string) => until(async () => ((r) => (pred(r) ? r : undefined))(await getRun(name)), `${name}: ${what}`);
+  const getRun = async (name: string) => (await runs.getRun({ projectName: "main", run: { case: "runName", value: name } }, admin)).run!;
+  const runUntil = (name: string, pred: (r: Run) => boolean, what: string) => until(async () => ((r) => (pred(r) ? r : undefined))(await getRun(name)), `${name}: ${what}`);
 
-beforeAll(async () => {
-  where = await createServerEnv("sqlite");
-  const first = await startServer(where);
-  expect(await first.stop()).toBe(0);
-  const settings = loadSettings({ ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", ...where.env });
-  const orm = await openDatabase(settings.database);
-  const tokens: string[] = [];
-  try {
-    const svc = createServices(orm, settings);
-    const actor = await svc.users.authenticate(first.adminToken);
-    const fleet = await svc.fleets.apply(actor, "main", parseConfiguration("type: fleet\nname: sim\nnodes: 0\n", "fleet.dstack.yml") as FleetConfig);
-    const project = await orm.em.fork().findOneOrFail(Project, { name: "main" });
-    for (let i = 0; i < 2; i++) tokens.push((await new JoinTokens(orm).create({ projectId: project.id, fleetId: fleet.id, kind: "shim" })).token);
-  } finally {
-    await orm.close(true);
+  beforeAll(async () => {
+    where = await createServerEnv(dialect);
+    const first = await startServer(where);
+    expect(await first.stop()).toBe(0);
+    const settings = loadSettings({ ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", ...where.env });
+    const orm = await openDatabase(settings.database);
+    const tokens: string[] = [];
+    try {
+      const svc = createServices(orm, settings);
+      const actor = await svc.users.authenticate(first.adminToken);
+      const fleet = await svc.fleets.apply(actor, "main", parseConfiguration("type: fleet\nname: sim\nnodes: 0\n", "fleet.dstack.yml") as FleetConfig);
+      const project = await orm.em.fork().findOneOrFail(Project, { name: "main" });
+      for (let i = 0; i < 2; i++) tokens.push((await new JoinTokens(orm).create({ projectId: project.id, fleetId: fleet.id, kind: "shim" })).token);
+    } finally {
+      await orm.close(true);
+    }
+    server = await startServer(where);
+    runs = createClient(RunService, createGrpcTransport({ baseUrl: server.url }));
+    admin = { headers: { authorization: `Bearer ${server.adminToken}` } };
+    for (let i = 0; i < 2; i++) shims.push(await SimShim.join(server, tokens[i]!, simHost(`sim-host-${i}`, IPS[i]!)));
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const r of runners) await r.close();
+    for (const s of shims) await s.close();
+    if (server) expect(await server.stop()).toBe(0);
+    await where?.cleanup();
+  });
+
+  /**
+   * Applies a two-node task and plays both hosts up to running containers with linked runners.
+   * Returns each node's runner by rank (job_num).
+   */
+  async function twoNodes(name: string, yaml: string): Promise<{ master: SimRunner; worker: SimRunner; ids: string[] }> {
+    await runs.applyRun({ projectName: "main", runSpec: { runName: name, configuration: toProtoConfiguration(parseConfiguration(`type: task\nnodes: 2\n${yaml}`, ".dstack.yml")) } }, admin);
+    const run = await runUntil(name, (r) => r.jobs.length === 2 && r.jobs.every((j) => j.jobSubmissions[0]?.status === JobStatus.PROVISIONING), "both nodes placed");
+    const ids = [...run.jobs].sort((a, b) => a.jobSpec!.jobNum - b.jobSpec!.jobNum).map((j) => j.jobSubmissions[0]!.id);
+    const byRank: SimRunner[] = [];
+    for (const shim of shims) {
+      const task = (await shim.inbox.next((x) => x.case === "submitTask" && ids.includes((x.value as SubmitTask).taskId), `${name}: a node's submitTask`)).value as SubmitTask;
+      shim.setTask(task.taskId, { state: TaskState.RUNNING });
+      const runner = await SimRunner.start(task.runner!, task.taskId);
+      runners.push(runner);
+      byRank[ids.indexOf(task.taskId)] = runner;
+    }
+    return { master: byRank[0]!, worker: byRank[1]!, ids };
   }
-  server = await startServer(where);
-  runs = createClient(RunService, createGrpcTransport({ baseUrl: server.url }));
-  admin = { headers: { authorization: `Bearer ${server.adminToken}` } };
-  for (let i = 0; i < 2; i++) shims.push(await SimShim.join(server, tokens[i]!, simHost(`sim-host-${i}`, IPS[i]!)));
-}, 60_000);
 
-afterAll(async () => {
-  for (const r of runners) await r.close();
-  for (const s of shims) await s.close();
-  if (server) expect(await server.stop()).toBe(0);
-  await where?.cleanup();
-});
+  const submitJob = async (r: SimRunner, what: string) => (await r.inbox.next((x) => x.case === "submitJob", what)).value as SubmitJob;
+  const hasJob = (r: SimRunner) => r.inbox.all.some((x) => x.case === "submitJob");
+  const settle = () => new Promise((ok) => setTimeout(ok, 1500));
 
-/**
- * Applies a two-node task and plays both hosts up to running containers with linked runners.
- * Returns each node's runner by rank (job_num).
- */
-async function twoNodes(name: string, yaml: string): Promise<{ master: SimRunner; worker: SimRunner; ids: string[] }> {
-  await runs.applyRun({ projectName: "main", runSpec: { runName: name, configuration: toProtoConfiguration(parseConfiguration(`type: task\nnodes: 2\n${yaml}`, ".dstack.yml")) } }, admin);
-  const run = await runUntil(name, (r) => r.jobs.length === 2 && r.jobs.every((j) => j.jobSubmissions[0]?.status === JobStatus.PROVISIONING), "both nodes placed");
-  const ids = [...run.jobs].sort((a, b) => a.jobSpec!.jobNum - b.jobSpec!.jobNum).map((j) => j.jobSubmissions[0]!.id);
-  const byRank: SimRunner[] = [];
-  for (const shim of shims) {
-    const task = (await shim.inbox.next((x) => x.case === "submitTask" && ids.includes((x.value as SubmitTask).taskId), `${name}: a node's submitTask`)).value as SubmitTask;
-    shim.setTask(task.taskId, { state: TaskState.RUNNING });
-    const runner = await SimRunner.start(task.runner!, task.taskId);
-    runners.push(runner);
-    byRank[ids.indexOf(task.taskId)] = runner;
-  }
-  return { master: byRank[0]!, worker: byRank[1]!, ids };
-}
-
-const submitJob = async (r: SimRunner, what: string) => (await r.inbox.next((x) => x.case === "submitJob", what)).value as SubmitJob;
-const hasJob = (r: SimRunner) => r.inbox.all.some((x) => x.case === "submitJob");
-const settle = () => new Promise((ok) => setTimeout(ok, 1500));
-
-describe("multi-node tasks", () => {
   it("master-first: workers get their job once the master runs; master-done ends the run and stops the workers", async () => {
     const { master, worker, ids } = await twoNodes("mn-master", "startup_order: master-first\nstop_criteria: master-done\ncommands: [train]\n");
     const mJob = await submitJob(master, "the master's job");
