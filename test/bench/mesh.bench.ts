@@ -308,6 +308,7 @@ async function main(): Promise<void> {
     let t1 = now();
     const enrollCpuMs = ((cpuSeconds(server.pid) - cpu0) * 1000) / N;
     const failed = enrolled.reduce((s, r) => s + r.failed, 0);
+    const retried = enrolled.reduce((s, r) => s + r.retried, 0);
     if (failed > 0) throw new Error(`${failed} enrollments failed; first: ${enrolled.find((r) => r.firstError)?.firstError}`);
     const enrollLat = enrolled.flatMap((r) => r.latencies);
     const enrollRate = N / ((t1 - t0) / 1000);
@@ -389,7 +390,7 @@ async function main(): Promise<void> {
     const perLinkHeap = (linked.heapUsed - afterEnroll.heapUsed) / N;
     const perLinkExt = (linked.external - afterEnroll.external) / N;
     rows.push(
-      { metric: "enrollment rate", value: `${enrollRate.toFixed(0)} /s`, note: `${ENROLL_CONCURRENCY} in flight; latency p50 ${pct(enrollLat, 50).toFixed(0)} / p99 ${pct(enrollLat, 99).toFixed(0)} ms; server CPU ${enrollCpuMs.toFixed(1)} ms/enroll` },
+      { metric: "enrollment rate", value: `${enrollRate.toFixed(0)} /s`, note: `${ENROLL_CONCURRENCY} in flight, ${retried} retried${retried ? ` (first error: ${enrolled.find((r) => r.firstError)?.firstError})` : ""}; latency p50 ${pct(enrollLat, 50).toFixed(0)} / p99 ${pct(enrollLat, 99).toFixed(0)} ms; server CPU ${enrollCpuMs.toFixed(1)} ms/enroll` },
       { metric: "instance names after concurrent enrollment", value: `${names.distinct} / ${names.rows}`, note: "distinct / rows (resolveShim names `<fleet>-<count>`)" },
       { metric: "link set-up rate (dial → LinkAccepted)", value: `${linkRate.toFixed(0)} /s`, note: `${DIAL_CONCURRENCY} in flight; latency p50 ${pct(dialLat, 50).toFixed(0)} / p99 ${pct(dialLat, 99).toFixed(0)} ms; server CPU ${dialCpuMs.toFixed(1)} ms/link` },
       { metric: "server RSS: idle → enrolled → linked", value: `${MB(idle.procRss)} → ${MB(afterEnroll.procRss)} → ${MB(linked.procRss)}`, note: `after ${SETTLE_S} s of heartbeats; GC first` },

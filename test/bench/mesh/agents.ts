@@ -32,6 +32,8 @@ export interface EnrollResult {
   start: number;
   end: number;
   failed: number;
+  /** Enrollments that failed at first and were tried again (up to 3 tries; a slow machine can time one out). */
+  retried: number;
   firstError?: string;
 }
 export interface DialResult {
@@ -94,19 +96,25 @@ async function handle(msg: AgentsRequest): Promise<unknown> {
       const o = init!;
       const latencies: number[] = [];
       let failed = 0;
+      let retried = 0;
       let firstError: string | undefined;
       const start = now();
       await pool(o.count, msg.concurrency, async (i) => {
         const t = now();
-        try {
-          await enroll({ serverUrl: o.url, token: o.token, caSha256: o.caSha256, kind: "shim", home: homes[i]!, identity: { hostname: `bench-${o.offset + i}` } });
-          latencies.push(now() - t);
-        } catch (e) {
-          failed++;
-          firstError ??= e instanceof Error ? e.message : String(e);
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await enroll({ serverUrl: o.url, token: o.token, caSha256: o.caSha256, kind: "shim", home: homes[i]!, identity: { hostname: `bench-${o.offset + i}` } });
+            latencies.push(now() - t);
+            return;
+          } catch (e) {
+            firstError ??= e instanceof Error ? e.message : String(e);
+            if (attempt === 3) return void failed++;
+            retried++;
+            await new Promise((r) => setTimeout(r, 1000 * attempt));
+          }
         }
       });
-      return { latencies, start, end: now(), failed, firstError } satisfies EnrollResult;
+      return { latencies, start, end: now(), failed, retried, firstError } satisfies EnrollResult;
     }
     case "dial": {
       const o = init!;
