@@ -1,7 +1,8 @@
 // SSH fleets, per-host failures and host keys: real OpenSSH servers on loopback ports stand for
 // hosts that each lack one thing the provisioner checks for: Docker (DOCKER_HOST in the session
 // points at no socket), x86-64 (a `uname` in the session's PATH reports aarch64), disk (a `df` in its PATH
-// reports 50 MB free), an answer (a TCP listener that never speaks SSH). Each fails alone with
+// reports 50 MB free), an answer (a TCP listener that never speaks SSH), a Docker that answers
+// in time (its `docker` never returns). Each fails alone with
 // its own message while the good host becomes idle. Then the good host's sshd gets a new host
 // key: the next apply refuses it ("host key … changed"), the instance keeps running and shows
 // the problem; and an unchanged re-apply does not reinstall the shim.
@@ -28,7 +29,7 @@ let server: TestServer & { where: ServerEnv };
 let client: Client;
 const sshds = new Map<number, ChildProcess>();
 let hang: Server;
-const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang", number> = { ok: 0, noDocker: 0, arm: 0, noSpace: 0, hang: 0 };
+const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang" | "hungDocker", number> = { ok: 0, noDocker: 0, arm: 0, noSpace: 0, hang: 0, hungDocker: 0 };
 
 async function startSshd(p: number, hostKey: string, env: Record<string, string> = {}): Promise<ChildProcess> {
   const config = join(work, `sshd-${p}.conf`);
@@ -122,6 +123,9 @@ beforeAll(async () => {
   const full = await wrapperDir("full", {
     df: 'if [ "$1" = "-Pk" ]; then echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; echo "/dev/small 1048576 997376 51200 96% /"; else exec /usr/bin/df "$@"; fi',
   });
+  // A Docker CLI that never answers (a hung daemon): the check's deadline (5 s here) ends it.
+  const hung = await wrapperDir("hung", { docker: "exec sleep 30" });
+  sshds.set(port.hungDocker, await startSshd(port.hungDocker, join(work, "host_key"), { PATH: `${hung}:${STD_PATH}` }));
   sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
   // No Docker engine reachable from this host's sessions: its socket is somewhere else.
   sshds.set(port.noDocker, await startSshd(port.noDocker, join(work, "host_key"), { DOCKER_HOST: "unix:///nonexistent/docker.sock" }));
@@ -130,7 +134,7 @@ beforeAll(async () => {
   // Accepts TCP, never says a word of SSH.
   hang = createServer(() => {});
   await new Promise<void>((r) => hang.listen(port.hang, "127.0.0.1", r));
-  server = await startTestServer("sqlite", { args: process.env.SSH_FLEET_DEBUG ? ["--log-level", "info"] : [] });
+  server = await startTestServer("sqlite", { args: process.env.SSH_FLEET_DEBUG ? ["--log-level", "info"] : [], env: { DSTACK_SERVER_SSH_COMMAND_TIMEOUT: "5" } });
   client = Client.fromConfig({ env: { HOME: server.where.home } });
 }, SLOW);
 
@@ -156,7 +160,7 @@ describe("SSH fleet hosts", () => {
     "each broken host fails alone with a precise message while the good one provisions",
     async () => {
       await apply();
-      const f = await waitFleet("sshh", (f) => f.instances.length === 5 && f.instances.every(settled));
+      const f = await waitFleet("sshh", (f) => f.instances.length === 6 && f.instances.every(settled));
       const byPort = (p: number) => f.instances.find((i) => i.name === `sshh-${Object.values(port).indexOf(p)}`)!;
       expect(byPort(port.ok).status).toBe(InstanceStatus.IDLE);
       expect(byPort(port.ok).statusMessage).toBe("");
@@ -171,6 +175,7 @@ describe("SSH fleet hosts", () => {
       expect(failed(port.arm)).toBe(`unsupported host root@127.0.0.1:${port.arm}: \`uname -sm\` says 'Linux aarch64'; the shim bundle is built for Linux x86_64`);
       expect(failed(port.noSpace)).toMatch(new RegExp(`^not enough disk space on root@127\\.0\\.0\\.1:${port.noSpace}: 50 MB free in /opt/dstack, the shim needs \\d+ MB$`));
       expect(failed(port.hang)).toBe(`SSH connection to 127.0.0.1:${port.hang} timed out`);
+      expect(failed(port.hungDocker)).toBe(`\`docker version\` did not finish within 5 s on root@127.0.0.1:${port.hungDocker}`);
     },
     SLOW,
   );
@@ -183,7 +188,7 @@ describe("SSH fleet hosts", () => {
       const shimJs = join(ownDirs[0]!, "shim-bundle", "shim.js");
       const stamp = [statSync(marker).mtimeMs, statSync(shimJs).mtimeMs];
       await apply();
-      const f = await waitFleet("sshh", (f) => f.instances.length === 5 && f.instances.every(settled));
+      const f = await waitFleet("sshh", (f) => f.instances.length === 6 && f.instances.every(settled));
       expect(f.instances[0]!.id).toBe(before.id);
       expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
       expect([statSync(marker).mtimeMs, statSync(shimJs).mtimeMs]).toEqual(stamp);
@@ -205,7 +210,10 @@ describe("SSH fleet hosts", () => {
       expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
       // The old key back: the next apply passes the check and clears the message.
       await stopSshd(port.ok);
-      sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
+      // A Docker CLI that never answers (a hung daemon): the check's deadline (5 s here) ends it.
+  const hung = await wrapperDir("hung", { docker: "exec sleep 30" });
+  sshds.set(port.hungDocker, await startSshd(port.hungDocker, join(work, "host_key"), { PATH: `${hung}:${STD_PATH}` }));
+  sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
       await apply();
       const g = await waitFleet("sshh", (f) => f.instances[0]!.statusMessage === "");
       expect(g.instances[0]!.status).toBe(InstanceStatus.IDLE);

@@ -42,6 +42,13 @@ export interface SshProvisionerOptions {
   shimBundleDir?: string;
   runnerBundleDir?: string;
   log: AgentLogger;
+  /** How long one check or setup command may run on a host (default: DSTACK_SERVER_SSH_COMMAND_TIMEOUT seconds, else 60). */
+  commandTimeoutMs?: number;
+}
+
+function envCommandTimeoutMs(): number {
+  const raw = process.env.DSTACK_SERVER_SSH_COMMAND_TIMEOUT;
+  return raw !== undefined && /^\d+$/.test(raw) && Number(raw) > 0 ? Number(raw) * 1000 : 60_000;
 }
 
 /** A host of the configuration with the fleet-level defaults applied. */
@@ -205,7 +212,10 @@ export class SshFleetProvisioner {
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
 
+  private readonly commandTimeoutMs: number;
+
   constructor(private readonly o: SshProvisionerOptions) {
+    this.commandTimeoutMs = o.commandTimeoutMs ?? envCommandTimeoutMs();
     this.shimDir = o.shimBundleDir ?? DEFAULT_SHIM_BUNDLE_DIR;
     this.runnerDir = o.runnerBundleDir ?? DEFAULT_RUNNER_BUNDLE_DIR;
   }
@@ -308,7 +318,7 @@ export class SshFleetProvisioner {
       session = await connect(h);
       const dir = r.installDir!;
       const alive = r.unit ? `systemctl is-active --quiet ${shq(r.unit)}` : `kill -0 "$(cat ${shq(`${dir}/supervisor.pid`)} 2>/dev/null)" 2>/dev/null`;
-      const out = await exec(session.client, `cat ${shq(`${dir}/install.sha256`)} 2>/dev/null; ${alive} && echo alive || echo dead`);
+      const out = await exec(session.client, `cat ${shq(`${dir}/install.sha256`)} 2>/dev/null; ${alive} && echo alive || echo dead`, undefined, { timeoutMs: this.commandTimeoutMs, host: h.key });
       const lines = out.stdout.trim().split("\n");
       const state = lines.pop();
       const hash = lines[0] ?? "";
@@ -346,7 +356,8 @@ export class SshFleetProvisioner {
       remote = { ...remote, hostKey: session.hostKey, ...(remote.proxyJump && session.jumpHostKey ? { proxyJump: { ...remote.proxyJump, hostKey: session.jumpHostKey } } : {}) };
       if (!o.reinstall) await step("checking the host");
       const c = session.client;
-      const run = async (cmd: string, stdin?: Readable) => exec(c, cmd, stdin);
+      // Checks and small writes have a deadline; the bundle upload (below) has none.
+      const run = async (cmd: string, stdin?: Readable) => exec(c, cmd, stdin, { timeoutMs: this.commandTimeoutMs, host: h.key });
       const manifest = JSON.parse(readFileSync(join(this.shimDir, "bundle.json"), "utf8")) as { arch: string; node: string };
       const wantArch = UNAME_ARCH[manifest.arch] ?? manifest.arch;
       const uname = (await run("uname -sm")).stdout.trim();

@@ -115,18 +115,31 @@ export interface ExecResult {
   stderr: string;
 }
 
-/** Runs `command` (a sh command line) on the host; `stdin` is piped in when given. */
-export function exec(c: Client, command: string, stdin?: Readable): Promise<ExecResult> {
+/**
+ * Runs `command` (a sh command line) on the host; `stdin` is piped in when given. With
+ * `timeoutMs`, a command still running then is abandoned (its channel closed) with an error
+ * naming it: a hung Docker daemon must not hold a host (and the fleet's later applies) forever.
+ */
+export function exec(c: Client, command: string, stdin?: Readable, o: { timeoutMs?: number; host?: string } = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     c.exec(command, (x, ch) => {
       if (x) return reject(new SshHostError(`cannot run a command over SSH: ${x.message}`));
       const out: Buffer[] = [];
       const errOut: Buffer[] = [];
       let code = -1;
+      const timer = o.timeoutMs
+        ? setTimeout(() => {
+            reject(new SshHostError(`\`${command.split(" ").slice(0, 2).join(" ")}\` did not finish within ${Math.round(o.timeoutMs! / 1000)} s on ${o.host ?? "the host"}`));
+            ch.close();
+          }, o.timeoutMs)
+        : null;
       ch.on("data", (d: Buffer) => out.push(d));
       ch.stderr.on("data", (d: Buffer) => errOut.push(d));
       ch.on("exit", (c: number | null) => (code = c ?? -1));
-      ch.on("close", () => resolve({ code, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(errOut).toString("utf8") }));
+      ch.on("close", () => {
+        if (timer) clearTimeout(timer);
+        resolve({ code, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(errOut).toString("utf8") });
+      });
       ch.on("error", (e: Error) => reject(new SshHostError(`SSH channel failed: ${e.message}`)));
       if (stdin) {
         stdin.on("error", (e) => reject(e));
