@@ -179,6 +179,11 @@ describe("SSH fleet networks", () => {
     );
     await expect(apply("sshbad", { edit: ips(undefined, "10.9.9.9") })).rejects.toThrow("internal_ip must be set on every host or on none: ssh_config.hosts[0] (127.0.0.1) has none");
     await expect(apply("sshbad", { edit: ips("8.8.4.4", "10.9.9.9") })).rejects.toThrow("ssh_config.hosts[0].internal_ip 8.8.4.4 is not a private IPv4 address");
+    // A client that sends identity_file paths without the keys: the server reads no path of its own.
+    const noKeys = parseConfiguration(["type: fleet", "name: sshbad", "ssh_config:", "  user: root", `  identity_file: ${join(work, "id")}`, "  hosts: [127.0.0.1]", ""].join("\n"), "f.yml") as FleetConfig;
+    await expect(client.fleets.apply(noKeys)).rejects.toThrow(
+      `Invalid configuration of fleet 'sshbad': ssh_config.hosts[0] (127.0.0.1): identity_file ${join(work, "id")} was sent without the key itself (ssh_key)`,
+    );
     await expect(client.fleets.get("sshbad")).rejects.toThrow(/does not exist/);
   });
 

@@ -137,8 +137,8 @@ export class SshFleetsService {
     const missing = (field: string, identityFile: string | undefined) =>
       bad(
         identityFile
-          ? `${field}.identity_file ${identityFile} came without the key itself (ssh_key): the dstack CLI reads the file and sends its contents; the server does not read paths on its own disk`
-          : `${field} has no identity_file`,
+          ? `${field}: identity_file ${identityFile} was sent without the key itself (ssh_key): the dstack CLI reads the file and sends its contents; the server does not read paths on its own disk`
+          : `${field}: no identity_file`,
       );
     ssh.hosts.forEach((h, n) => {
       if (!h.sshKey && !ssh.sshKey) throw missing(`ssh_config.hosts[${n}] (${h.hostname})`, h.identityFile ?? ssh.identityFile);
