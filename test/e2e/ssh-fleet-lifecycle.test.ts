@@ -194,6 +194,67 @@ describe("SSH fleet lifecycle", () => {
   );
 
   it(
+    "a host whose install differs from this server's is reinstalled in place, keeping its instance and identity",
+    async () => {
+      const dir = dirs[0]!;
+      const identity = readFileSync(join(dir, "home", "identity.json"), "utf8");
+      const shimBefore = pgrepChildren(readFileSync(join(dir, "supervisor.pid"), "utf8").trim());
+      const id = (await client.fleets.get("sshl")).instances[0]!.id;
+      // What an older server (other bundles) would have left.
+      await writeFile(join(dir, "install.sha256"), "0".repeat(64) + "\n");
+      const r = await dstack(["apply", "-y", "-f", "fleet.dstack.yml"], { ...cli, cwd: proj });
+      expect(r.code).toBe(0);
+      for (let i = 0; readFileSync(join(dir, "install.sha256"), "utf8").startsWith("0000") && i < 100; i++) await new Promise((r) => setTimeout(r, 200));
+      expect(readFileSync(join(dir, "install.sha256"), "utf8")).toMatch(/^[0-9a-f]{64}\n$/);
+      expect(readFileSync(join(dir, "install.sha256"), "utf8").startsWith("0000")).toBe(false);
+      const f = await waitFleet("sshl", (f) => {
+        const pid = existsSync(join(dir, "supervisor.pid")) ? pgrepChildren(readFileSync(join(dir, "supervisor.pid"), "utf8").trim()) : "";
+        return /^\d+$/.test(pid) && pid !== shimBefore && f.instances[0]!.status === InstanceStatus.IDLE && !f.instances[0]!.unreachable;
+      });
+      expect(f.instances[0]!.id).toBe(id);
+      expect(readFileSync(join(dir, "home", "identity.json"), "utf8")).toBe(identity);
+    },
+    SLOW,
+  );
+
+  it(
+    "a host behind a proxy_jump is provisioned through it, with the jump host's key read by the CLI",
+    async () => {
+      const jumpKey = join(server.where.home, ".ssh", "id_jump");
+      execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", jumpKey]);
+      await writeFile(join(work, "authorized_keys"), readFileSync(join(work, "authorized_keys"), "utf8") + readFileSync(`${jumpKey}.pub`, "utf8"));
+      const yaml = [
+        "type: fleet",
+        "name: sshj",
+        "ssh_config:",
+        "  user: root",
+        "  identity_file: ~/.ssh/id_fleet",
+        "  proxy_jump:",
+        "    hostname: 127.0.0.1",
+        `    port: ${ports[1]}`,
+        "    user: root",
+        "    identity_file: ~/.ssh/id_jump",
+        "  hosts:",
+        "    - hostname: 127.0.0.1",
+        `      port: ${ports[0]}`,
+        "",
+      ].join("\n");
+      await writeFile(join(proj, "jump.dstack.yml"), yaml);
+      const r = await dstack(["apply", "-y", "-f", "jump.dstack.yml"], { ...cli, cwd: proj });
+      expect(r.stdout).toContain("The host is ready.");
+      expect(r.code).toBe(0);
+      const f = await client.fleets.get("sshj");
+      expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
+      expect(f.spec?.configuration?.sshConfig?.proxyJump?.sshKey).toBeUndefined();
+      await client.fleets.delete("sshj");
+      const dir = `/opt/dstack/shim-${f.instances[0]!.id}`;
+      for (let i = 0; existsSync(dir) && i < 100; i++) await new Promise((r) => setTimeout(r, 200));
+      expect(existsSync(dir)).toBe(false);
+    },
+    SLOW,
+  );
+
+  it(
     "a host removed from the YAML and applied again leaves the fleet and is cleaned",
     async () => {
       await writeFile(join(proj, "fleet.dstack.yml"), fleetYaml([ports[0]!]));

@@ -132,7 +132,8 @@ async function followSshHosts(client: Client, name: string, hosts: string[], io:
       const all = hosts.map((h) => byHost.get(h));
       if (all.every((i) => i && settled(i))) {
         const failed = all.filter((i) => i!.status === InstanceStatus.TERMINATED).length;
-        io.stdout.write(failed ? `${failed} of ${hosts.length} hosts failed.\n` : `All ${hosts.length} hosts are ready.\n`);
+        const ok = hosts.length === 1 ? "The host is ready." : `All ${hosts.length} hosts are ready.`;
+        io.stdout.write(failed ? `${failed} of ${hosts.length} host${hosts.length === 1 ? "" : "s"} failed.\n` : `${ok}\n`);
         return failed ? 1 : 0;
       }
       if (interrupted) {
