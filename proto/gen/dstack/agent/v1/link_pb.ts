@@ -57,8 +57,9 @@ export const LinkErrorSchema: GenMessage<LinkError> = /*@__PURE__*/
   messageDesc(file_dstack_agent_v1_link, 0);
 
 /**
- * Liveness signal, sent by both sides of a link every heartbeat interval (default 10 s).
- * A side that hears nothing for three intervals treats the link as dead.
+ * Liveness signal, sent by both sides of a link every heartbeat interval (LinkAccepted says it:
+ * 5 s by default, longer on a server with many links). Any other message in an interval stands
+ * in for it. A side that hears nothing for three intervals treats the link as dead.
  *
  * @generated from message dstack.agent.v1.Heartbeat
  */
