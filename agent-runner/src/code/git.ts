@@ -82,7 +82,7 @@ export async function prepareGitRepo(
   }
   const git = findGit(o.env.PATH);
   if (!git) {
-    o.log("the image has no git: cloning with the runner's built-in git (HTTP(S) only)\n");
+    o.log("the image has no git: cloning with the runner's built-in git\n");
     await cloneWithoutGit(spec, repoDir, o);
     return "cloned";
   }

@@ -1,11 +1,12 @@
 // Remote repos in images without git: isomorphic-git (pure JS, inside the runner bundle) clones
-// over HTTP(S) smart protocol and checks out the commit; the uploaded diff is applied by patch.ts.
-// SSH needs an ssh client and git-upload-pack on our side, so ssh URLs still need the image's git.
+// over HTTP(S) smart protocol, or over SSH through sshgit.ts (ssh2, also pure JS), and checks out
+// the commit; the uploaded diff is applied by patch.ts.
 import * as fs from "node:fs";
 import git from "isomorphic-git";
 import http from "isomorphic-git/http/node";
 import { GitError, type GitRepoSpec } from "./git.js";
 import { applyPatch, PatchError } from "./patch.js";
+import { parseSshUrl, SshGitTransport } from "./sshgit.js";
 
 /** The URL without credentials, and the credentials: user:password in the URL, or the OAuth token. */
 export function splitCredentials(cloneUrl: string, oauthToken: string): { url: string; shown: string; auth: { username: string; password: string } | null } {
@@ -24,23 +25,20 @@ export function splitCredentials(cloneUrl: string, oauthToken: string): { url: s
   return { url: u.toString(), shown: u.toString(), auth };
 }
 
-export const isSshUrl = (url: string): boolean => /^ssh:\/\//.test(url) || /^[^/:@]+@[^/:]+:/.test(url) || /^git\+ssh:\/\//.test(url);
+export const isSshUrl = (url: string): boolean => /^(?:ssh|git\+ssh|ssh\+git):\/\//.test(url) || /^[^/:@]+@[^/:]+:/.test(url);
 
 /** Clones `spec` into `repoDir` with isomorphic-git and applies `diffFile`; errors name the repo URL. */
 export async function cloneWithoutGit(spec: GitRepoSpec, repoDir: string, o: { diffFile?: string; log(text: string): void }): Promise<void> {
-  if (isSshUrl(spec.cloneUrl)) {
-    throw new GitError(
-      `the job clones ${spec.cloneUrl} over SSH, and the image has no git (the runner's built-in git speaks HTTP(S) only); ` +
-        "use the repo's HTTPS URL with a token, or an image with git",
-    );
-  }
-  if (!/^https?:\/\//.test(spec.cloneUrl)) throw new GitError(`the repo URL ${spec.cloneUrl} is neither HTTP(S) nor SSH, and the image has no git`);
-  const { url, shown, auth } = splitCredentials(spec.cloneUrl, spec.oauthToken);
+  const ssh = isSshUrl(spec.cloneUrl);
+  if (!ssh && !/^https?:\/\//.test(spec.cloneUrl)) throw new GitError(`the repo URL ${spec.cloneUrl} is neither HTTP(S) nor SSH, and the image has no git`);
+  // isomorphic-git only takes http(s) URLs: over SSH it gets a placeholder, the transport knows the target.
+  const transport = ssh ? new SshGitTransport(parseSshUrl(spec.cloneUrl), spec.privateKey, o.log) : null;
+  const { url, shown, auth } = ssh ? { url: "http://ssh-transport.invalid/repo", shown: spec.cloneUrl, auth: null } : splitCredentials(spec.cloneUrl, spec.oauthToken);
   let lastPhase = "";
   try {
     await git.clone({
       fs,
-      http,
+      http: transport?.http ?? http,
       dir: repoDir,
       url,
       ...(spec.branch ? { ref: spec.branch } : {}),
@@ -59,7 +57,11 @@ export async function cloneWithoutGit(spec: GitRepoSpec, repoDir: string, o: { d
     });
   } catch (e) {
     throw new GitError(`cannot clone ${shown}: ${describe(e, auth !== null)}`);
+  } finally {
+    transport?.close();
   }
+  // The remote as the user named it, not the placeholder.
+  if (transport) await git.setConfig({ fs, dir: repoDir, path: "remote.origin.url", value: spec.cloneUrl });
   try {
     if (spec.hash) await git.checkout({ fs, dir: repoDir, ref: spec.hash, force: true });
   } catch (e) {
