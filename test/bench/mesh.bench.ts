@@ -338,6 +338,8 @@ async function main(): Promise<void> {
     }
     const counts = await all<{ connected: number; rssBytes: number; pingOnDestroyed: number }>(agents, { op: "count" });
     const agentRss = counts.reduce((s, c) => s + c.rssBytes, 0);
+    // Logged as they come, so a run cut short (a timeout at N = 10,000) still leaves its figures.
+    log(`server RSS ${MB(afterEnroll.procRss)} → ${MB(linked.procRss)}: ${KB((linked.procRss - afterEnroll.procRss) / N)} per link, heap ${KB((linked.heapUsed - afterEnroll.heapUsed) / N)} per link; ${linked.links} links`);
 
     // 4. CPU at steady heartbeats
     const periods = await server.call<Record<string, number>>({ op: "heartbeats" });
@@ -356,12 +358,17 @@ async function main(): Promise<void> {
 
     // 5. reverse calls
     const pinged = PINGS > 0 ? await server.call<{ rtts: number[]; failed: number; linked: number }>({ op: "ping", count: PINGS, intervalMs: PING_INTERVAL_MS, deadlineMs: 10_000 }) : null;
+    if (pinged) log(`ping p50 / p99 ${pct(pinged.rtts, 50).toFixed(1)} / ${pct(pinged.rtts, 99).toFixed(1)} ms, ${pinged.failed} failed`);
 
     // 6. restart
     await all(agents, { op: "arm" });
     const tKill = now();
-    await stopServer(server);
+    // A shutdown that hangs would hold the whole run: after 60 s it is killed, and the row says so.
+    const stuck = setTimeout(() => (log("server still running 60 s after SIGTERM: SIGKILL"), server!.child.kill("SIGKILL")), 60_000);
+    const exitCode = await stopServer(server);
+    clearTimeout(stuck);
     const tExit = now();
+    log(`server exited (${exitCode ?? server.child.signalCode}) ${((tExit - tKill) / 1000).toFixed(1)} s after SIGTERM`);
     const listening = waitListening(agentPort, 120_000);
     const tSpawn = now();
     const restarted = spawnServer(where, port, agentPort);
@@ -400,7 +407,7 @@ async function main(): Promise<void> {
       pinged
         ? { metric: "ping reverse call round trip p50 / p99", value: `${pct(pinged.rtts, 50).toFixed(1)} / ${pct(pinged.rtts, 99).toFixed(1)} ms`, note: `${pinged.rtts.length} calls to random shims of ${pinged.linked}, 1 every ${PING_INTERVAL_MS} ms; ${pinged.failed} failed` }
         : { metric: "ping reverse call round trip", value: "skipped", note: "--pings 0" },
-      { metric: "restart: SIGTERM → exit → new agent port listening", value: `${((tExit - tKill) / 1000).toFixed(1)} + ${((tListen - tSpawn) / 1000).toFixed(1)} s`, note: "graceful shutdown, then start-up (tsx, DB, migrations)" },
+      { metric: "restart: SIGTERM → exit → new agent port listening", value: `${((tExit - tKill) / 1000).toFixed(1)} + ${((tListen - tSpawn) / 1000).toFixed(1)} s`, note: `graceful shutdown (exit ${exitCode ?? "by signal"}), then start-up (tsx, DB, migrations)` },
       { metric: "restart: listen → all agents accepted again", value: `${(absorbMs / 1000).toFixed(1)} s`, note: `p50 ${(pct(sinceListen, 50) / 1000).toFixed(1)} / p99 ${(pct(sinceListen, 99) / 1000).toFixed(1)} s; ${missing} missing; backoff full jitter 1 s ×2 → 30 s (library default)` },
       { metric: "restart: backoff attempt when accepted", value: [...attempts.entries()].sort((a, b) => a[0] - b[0]).map(([a, n]) => `#${a}:${n}`).join(" "), note: `${dialErrors} failed dials while the server was away` },
       { metric: "server RSS after reconnect (new process)", value: MB(afterRestart.procRss), note: `heap ${MB(afterRestart.heapUsed)}, ${afterRestart.links} links` },
