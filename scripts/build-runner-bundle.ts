@@ -6,6 +6,7 @@
 // Mounted read-only into any image (no Node, no glibc needed) and started as
 //   <dir>/lib/ld-linux-x86-64.so.2 --library-path <dir>/lib <dir>/bin/node <dir>/runner.js
 // (bundle.json's argv, relative to the bundle dir; the shim prefixes its mount point).
+// ssh2 is inlined without its native parts (see `external`).
 //
 // Skips all work when the inputs' hash matches the stamp of the last build (`--force` rebuilds).
 import { cpSync, existsSync, mkdirSync, readdirSync } from "node:fs";
@@ -41,7 +42,9 @@ export const RUNNER_BUNDLE: PortableBundleSpec = {
   inputDirs: ["agent-runner/src", "proto/src", "proto/gen"],
   inputFiles: [join(REPO, "agent-runner", "package.json"), fileURLToPath(import.meta.url), NODE_PTY_ADDON],
   // A native addon cannot be inlined: it ships beside runner.js in node_modules/node-pty.
-  external: ["node-pty"],
+  // ssh2 (git over SSH) requires its optional addons (cpu-features, sshcrypto.node) in try/catch
+  // and falls back to pure JavaScript: left out, they are simply not found at run time.
+  external: ["node-pty", "cpu-features", "*.node"],
   extraFiles: (dir) => copyNodePty(dir),
   manifest: async () => {
     const { RUNNER_VERSION } = await import("../agent-runner/src/version.js");

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { demux, docker, requireTestImages, runContainer, TEST_CONTAINER_LABEL, TEST_IMAGES } from "../helpers/docker.js";
 import { makeTestRepo, startGitHttp, type GitHttpServer, type TestRepo } from "./git-http.js";
+import { startGitSshd, type GitSshd } from "./git-ssh.js";
 import { startRunnerMesh, stateNames, type RunnerMesh } from "./harness.js";
 
 const MOUNT = "/dstack/runner";
@@ -41,15 +42,19 @@ interface Started {
   ended: Promise<{ exitCode: number; stdout: string; stderr: string }>;
 }
 
-/** Starts the runner as the container's process, as the shim does: bundle mounted read-only, home from bootstrap. */
-async function startRunnerContainer(image: string): Promise<Started> {
+/**
+ * Starts the runner as the container's process, as the shim does: bundle mounted read-only, home
+ * from bootstrap. `host` networking (as dstack's VM jobs) lets it reach the test's loopback servers.
+ */
+async function startRunnerContainer(image: string, o: { network?: "bridge" | "host" } = {}): Promise<Started> {
+  const host = o.network === "host";
   // The server certificate names localhost, not the bridge gateway: bootstrap says which name to check.
-  const { jobId, home } = await m.newRunnerHome((port) => `https://${gateway}:${port}`, { serverName: "localhost" });
+  const { jobId, home } = await m.newRunnerHome((port) => `https://${host ? "127.0.0.1" : gateway}:${port}`, { serverName: "localhost" });
   const container = await docker().createContainer({
     Image: image,
     Cmd: RUNNER_ARGV,
     Labels: { [TEST_CONTAINER_LABEL]: "1" },
-    HostConfig: { Binds: [`${bundle}:${MOUNT}:ro`, `${home}:/dstack/task`], NetworkMode: "bridge" },
+    HostConfig: { Binds: [`${bundle}:${MOUNT}:ro`, `${home}:/dstack/task`], NetworkMode: host ? "host" : "bridge" },
   });
   await container.start();
   const ended = (async () => {
@@ -239,6 +244,53 @@ describe("runner in a container: git repos without git in the image", () => {
     expect(final.terminationMessage).toBe(`cannot clone ${url}: the server refused the credentials (HTTP 401/403): check the repo's token or user and password`);
     expect((await s.ended).exitCode).toBe(0);
     expect(m.data.text(s.jobId, "stdout")).toBe("");
+  });
+});
+
+describe("runner in a container: git over SSH without git or ssh in the image (real sshd, git-upload-pack)", () => {
+  let repo: TestRepo;
+  let sshd: GitSshd;
+  beforeAll(async () => {
+    repo = makeTestRepo();
+    sshd = await startGitSshd();
+  });
+  afterAll(() => sshd?.close());
+  const url = () => `ssh://${sshd.user}@127.0.0.1:${sshd.port}${join(repo.root, repo.name)}`;
+
+  it("busybox: clones over SSH with the job's key at the commit and applies the uploaded diff (new, modified, deleted files)", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.busybox, { network: "host" });
+    await submit(s, {
+      code: m.data.addBlob(repo.diff),
+      repo: { type: RunnerRepoType.REMOTE, cloneUrl: url(), branch: "main", hash: repo.first, privateKey: sshd.key, singleBranch: true, repoDir: "repo" },
+      commands: ["command -v git || echo no-git", "command -v ssh || echo no-ssh", "cd repo", "cat train.py new_module.py", "ls", "cat .git/HEAD", "ls /dstack/task /tmp | grep -c key || true"],
+    });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.DONE, exitStatus: 0 });
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toBe(`no-git\nno-ssh\nprint('v1 with local changes')\nprint('epoch')\nVALUE = 42\nREADME.md\nnew_module.py\ntrain.py\n${repo.first}\n0\n`);
+    const runnerLog = m.data.text(s.jobId, "runner");
+    expect(runnerLog).toMatch(/SSH host key of 127\.0\.0\.1:\d+: SHA256:\S+ \(not checked\)/);
+    expect(runnerLog).toContain("applied the uploaded diff: 2 file(s) written, 1 removed");
+  });
+
+  it("busybox: a key the server refuses fails the job naming the repo URL; so does an unreachable host", async () => {
+    const s = await startRunnerContainer(TEST_IMAGES.busybox, { network: "host" });
+    await submit(s, { repo: { type: RunnerRepoType.REMOTE, cloneUrl: url(), hash: repo.first, privateKey: sshd.wrongKey }, commands: ["echo unreachable"] });
+    const final = await failFast(s, m.finalState(s.jobId));
+    expect(final).toMatchObject({ state: JobState.FAILED, terminationReason: JobTerminationReason.EXECUTOR_ERROR });
+    expect(final.terminationMessage).toBe(
+      `cannot clone ${url()}: the SSH server refused the key for ${sshd.user}@127.0.0.1:${sshd.port}: check the repo's SSH key (the server must accept its public key)`,
+    );
+    expect((await s.ended).exitCode).toBe(0);
+    expect(m.data.text(s.jobId, "stdout")).toBe("");
+
+    const s2 = await startRunnerContainer(TEST_IMAGES.busybox, { network: "host" });
+    const closed = "ssh://git@127.0.0.1:1/org/repo.git";
+    await submit(s2, { repo: { type: RunnerRepoType.REMOTE, cloneUrl: closed, privateKey: sshd.key }, commands: ["echo unreachable"] });
+    const final2 = await failFast(s2, m.finalState(s2.jobId));
+    expect(final2).toMatchObject({ state: JobState.FAILED, terminationReason: JobTerminationReason.EXECUTOR_ERROR });
+    expect(final2.terminationMessage).toBe(`cannot clone ${closed}: cannot reach 127.0.0.1:1 over SSH: connect ECONNREFUSED 127.0.0.1:1`);
+    expect((await s2.ended).exitCode).toBe(0);
   });
 });
 
