@@ -8,3 +8,4 @@ export * from "./protocol.js";
 export { generateKey, createCsr, parseCsr, issueCertificate, certificateFingerprint, normalizeFingerprint, splitPem, type KeyPair, type IssueOptions, type DistinguishedName } from "./x509.js";
 export { acceptTunnel, serveTunnelToTcp, spliceStreams, tunnelRequest, TunnelDuplex, TunnelError, TUNNEL_FRAME_BYTES, type AcceptTunnelOptions, type TunnelDuplexOptions, type TunnelFrame } from "./tunnel.js";
 export type { RunnerBootstrapFile } from "./bootstrap-file.js";
+export { shimSystemdUnit, systemdWord, type ShimUnitOptions } from "./systemd-unit.js";
