@@ -1,5 +1,6 @@
 // SSH fleets: for each host of a fleet with `ssh_config` the server logs in over SSH, checks the
-// host (Linux on the bundle's architecture, a Docker engine that answers, free disk), copies the
+// host (Linux on the bundle's architecture, a Docker engine that answers, the vendor tooling when
+// it has NVIDIA/AMD GPUs, free disk), copies the
 // portable shim and runner bundles (a tar stream into `tar -x` on the host), writes a one-time
 // join token bound to the host's instance and starts the shim: a systemd unit when systemd runs
 // and we are root, else a small restart loop under nohup. The instance is `provisioning` until
@@ -17,12 +18,14 @@ import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import type { Client } from "ssh2";
 import type { SshConfig, SshHost } from "@dstack/proto";
+import { shimSystemdUnit } from "@dstack/proto/link";
 import type { JoinTokens } from "../../mesh/index.js";
 import type { EventBus } from "../../scheduler/events.js";
 import type { RemoteConnection, SshFleetsService, SshFleetState, SshInstanceState } from "../../services/ssh-fleets.js";
 import type { AgentLogger } from "../../agents/dispatcher.js";
 import { InstanceStatus } from "../../domain/enums.js";
 import { DecryptionError } from "../../services/encryption.js";
+import { GPU_PROBE, gpuToolingProblem, parseGpuProbe } from "./gpu.js";
 import { parseCidr, parseIpAddr, pickInternalIp } from "./network.js";
 import { connect, exec, shq, SshHostError, type SshEndpoint, type SshSession, type SshTarget } from "./remote.js";
 
@@ -173,27 +176,9 @@ export const SUPERVISE_SCRIPT = [
   "",
 ].join("\n");
 
+/** The unit of a host's shim (root and systemd); same text as before the shared builder, so installed hosts match. */
 function systemdUnit(dir: string): string {
-  return [
-    "[Unit]",
-    "Description=dstack-shim (dstack host agent of an SSH fleet)",
-    "After=network-online.target docker.service",
-    "Wants=network-online.target",
-    "",
-    "[Service]",
-    "Type=simple",
-    `ExecStart=/bin/sh ${dir}/start.sh`,
-    `StandardOutput=append:${dir}/shim.log`,
-    `StandardError=append:${dir}/shim.log`,
-    "Restart=always",
-    "RestartSec=2",
-    "KillMode=process",
-    "TimeoutStopSec=30",
-    "",
-    "[Install]",
-    "WantedBy=multi-user.target",
-    "",
-  ].join("\n");
+  return shimSystemdUnit({ description: "dstack-shim (dstack host agent of an SSH fleet)", command: ["/bin/sh", `${dir}/start.sh`], logFile: `${dir}/shim.log` });
 }
 
 const firstLine = (s: string): string => s.trim().split("\n").find((l) => l.trim() !== "")?.trim() ?? "";
@@ -364,6 +349,13 @@ export class SshFleetProvisioner {
       if (uname !== `Linux ${wantArch}`) throw new SshHostError(`unsupported host ${h.key}: \`uname -sm\` says '${uname}'; the shim bundle is built for Linux ${wantArch}`);
       const docker = await run("docker version --format '{{.Server.Version}}'");
       if (docker.code !== 0) throw new SshHostError(`no Docker engine answers on ${h.key}: ${firstLine(docker.stderr) || firstLine(docker.stdout) || `docker version exited with ${docker.code}`}`);
+      // GPUs need their vendor's tooling (driver tool, Docker runtime); a host without GPUs needs none.
+      const probe = await run(GPU_PROBE).catch((e: unknown) => {
+        // A hung nvidia-smi (a wedged driver) ends here; name the check, not the script's first words.
+        throw e instanceof SshHostError && e.message.includes("did not finish") ? new SshHostError(`the GPU check (nvidia-smi, docker info) did not finish within ${Math.round(this.commandTimeoutMs / 1000)} s on ${h.key}`) : e;
+      });
+      const gpu = gpuToolingProblem(parseGpuProbe(probe.stdout), h.key);
+      if (gpu) throw new SshHostError(gpu);
       // The address jobs use between nodes, and (cluster placement) one network for all hosts.
       const addrs = await run("ip -o -4 addr show 2>/dev/null");
       const ssh = fleet.config.sshConfig;
