@@ -10,7 +10,6 @@ import {
   OfferSchema,
   RunSchema,
   RunStatus,
-  RunTerminationReason,
   type Run,
 } from "@dstack/proto/api";
 import { describe, expect, it } from "vitest";
@@ -26,7 +25,6 @@ import { renderTable } from "./table.js";
 const NOW = new Date("2024-09-24T12:00:00Z");
 const ago = (s: number) => timestampFromDate(new Date(NOW.getTime() - s * 1000));
 
-const retryTask = toProtoConfiguration(parseConfiguration("type: task\ncommands: [echo]\nretry:\n  on_events: [no-capacity]\n  duration: 1h\n", "x.yml"));
 const plainTask = toProtoConfiguration(parseConfiguration("type: task\ncommands: [echo]\n", "x.yml"));
 
 type SubInit = MessageInitShape<typeof JobSubmissionSchema> & { status: JobStatus };
@@ -53,24 +51,12 @@ const placed = {
 };
 
 describe("status words", () => {
-  it("matches dstack's job status messages", () => {
+  it("are the server's (status_message), or the status name from a server that sends none", () => {
     expect(jobStatusText(create(RunSchema).latestJobSubmission)).toBe("-");
     const s = (x: SubInit) => run("r", RunStatus.FAILED, x).latestJobSubmission;
-    expect(jobStatusText(s({ status: JobStatus.DONE }))).toBe("exited (0)");
-    expect(jobStatusText(s({ status: JobStatus.FAILED, terminationReason: JobTerminationReason.CONTAINER_EXITED_WITH_ERROR, exitStatus: 3 }))).toBe("exited (3)");
-    expect(jobStatusText(s({ status: JobStatus.FAILED, terminationReason: JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY, terminationReasonMessage: "No matching fleet found" }))).toBe("no fleets");
-    expect(jobStatusText(s({ status: JobStatus.FAILED, terminationReason: JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY }))).toBe("no capacity");
-    expect(jobStatusText(s({ status: JobStatus.TERMINATED, terminationReason: JobTerminationReason.TERMINATED_BY_USER }))).toBe("stopped");
+    expect(jobStatusText(s({ status: JobStatus.FAILED, statusMessage: "exited (3)" }))).toBe("exited (3)");
     expect(jobStatusText(s({ status: JobStatus.PULLING }))).toBe("pulling");
-  });
-
-  it("says retrying for a pending run waiting out no-capacity with retry on, and stopped once the user stopped it", () => {
-    const failed = { status: JobStatus.FAILED, terminationReason: JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY, terminationReasonMessage: "No matching fleet found" };
-    const pending = run("r", RunStatus.PENDING, failed, { runSpec: { runName: "r", configuration: retryTask } });
-    expect(runStatusText(pending)).toBe("retrying");
-    expect(runStatusText(run("r", RunStatus.PENDING, failed))).toBe("pending");
-    expect(runStatusText(run("r", RunStatus.TERMINATED, failed, { terminationReason: RunTerminationReason.STOPPED_BY_USER }))).toBe("stopped");
-    expect(runStatusText(run("r", RunStatus.FAILED, failed))).toBe("no fleets");
+    expect(runStatusText(run("r", RunStatus.PENDING, { status: JobStatus.FAILED }, { statusMessage: "retrying" }))).toBe("retrying");
     expect(runStatusText(run("r", RunStatus.RUNNING, { status: JobStatus.RUNNING }))).toBe("running");
   });
 });
@@ -173,9 +159,9 @@ describe("exit codes", () => {
 
 describe("the finished message", () => {
   it("says how the run ended and where to look next", () => {
-    expect(formatFinishedMessage(run("r", RunStatus.DONE, { status: JobStatus.DONE }))).toEqual({ text: "Exited (0)\n", ok: true });
+    expect(formatFinishedMessage(run("r", RunStatus.DONE, { status: JobStatus.DONE, statusMessage: "exited (0)" }, { statusMessage: "exited (0)" }))).toEqual({ text: "Exited (0)\n", ok: true });
     const failed = formatFinishedMessage(
-      run("r", RunStatus.FAILED, { status: JobStatus.FAILED, terminationReason: JobTerminationReason.CONTAINER_EXITED_WITH_ERROR, exitStatus: 3, terminationReasonMessage: "Traceback: boom" }),
+      run("r", RunStatus.FAILED, { status: JobStatus.FAILED, terminationReason: JobTerminationReason.CONTAINER_EXITED_WITH_ERROR, exitStatus: 3, terminationReasonMessage: "Traceback: boom" }, { statusMessage: "exited (3)" }),
     );
     expect(failed.ok).toBe(false);
     expect(failed.text).toBe("Exited (3)\nTraceback: boom\nCheck `dstack logs -d r` for more details.\n");

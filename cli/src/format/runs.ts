@@ -1,6 +1,7 @@
 // Runs as `dstack ps` and `dstack apply` show them: status words ("retrying", "no fleets",
-// "exited (1)"), the runs table, and the final message after attaching.
-import { JobStatus, JobTerminationReason, RetryEvent, RunStatus, RunTerminationReason, type Job, type JobSubmission, type Run } from "@dstack/proto/api";
+// "exited (1)", decided by the server in status_message), the runs table, and the final message
+// after attaching.
+import { JobStatus, JobTerminationReason, RunStatus, type Job, type JobSubmission, type Run } from "@dstack/proto/api";
 import { isJobFinished, isRunFinished, latestSubmission } from "../client/client.js";
 import { formatBackend, formatInstanceResources, formatPrice, prettyDate } from "./resources.js";
 import { noColor, type Palette } from "./style.js";
@@ -9,61 +10,15 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 const lower = (e: Record<number, string>, v: number) => (e[v] ?? "unknown").toLowerCase();
 
-/** dstack's job status message: "exited (1)", "no fleets", "no capacity", "stopped", "aborted", or the status. */
+/** dstack's job status words ("exited (1)", "no fleets", "stopped", …): the server decides them (status_message). */
 export function jobStatusText(s: JobSubmission | undefined): string {
   if (!s) return "-";
-  if (s.statusMessage) return s.statusMessage;
-  switch (s.status) {
-    case JobStatus.DONE:
-      return "exited (0)";
-    case JobStatus.FAILED:
-      switch (s.terminationReason) {
-        case JobTerminationReason.CONTAINER_EXITED_WITH_ERROR:
-          return `exited (${s.exitStatus ?? "?"})`;
-        case JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY:
-          return s.terminationReasonMessage.includes("No matching fleet found") ? "no fleets" : "no capacity";
-        case JobTerminationReason.INTERRUPTED_BY_NO_CAPACITY:
-          return "interrupted";
-        default:
-          return "error";
-      }
-    case JobStatus.TERMINATED:
-      if (s.terminationReason === JobTerminationReason.TERMINATED_BY_USER) return "stopped";
-      if (s.terminationReason === JobTerminationReason.ABORTED_BY_USER) return "aborted";
-      return "terminated";
-    default:
-      return lower(JobStatus, s.status);
-  }
+  return s.statusMessage || lower(JobStatus, s.status);
 }
 
-function retriesOnNoCapacity(run: Run, job: Job | undefined): boolean {
-  const onEvents = job?.jobSpec?.retry?.onEvents ?? [];
-  if (onEvents.includes(RetryEvent.NO_CAPACITY)) return true;
-  const c = run.runSpec?.configuration?.kind;
-  const retry = c && c.case && "base" in c.value ? c.value.base?.profile?.retry : undefined;
-  return retry?.onEvents.includes(RetryEvent.NO_CAPACITY) ?? false;
-}
-
-/** dstack's run status message: the job's words once finished, "retrying"/"pulling" when they apply, else the status. */
+/** dstack's run status words ("retrying", "pulling", the last job's words once finished): the server's status_message. */
 export function runStatusText(run: Run): string {
-  if (isRunFinished(run)) {
-    // A run the user stopped says so, even if its last job had failed before (e.g. while retrying).
-    if (run.terminationReason === RunTerminationReason.STOPPED_BY_USER) return "stopped";
-    if (run.terminationReason === RunTerminationReason.ABORTED_BY_USER) return "aborted";
-    const sub = run.latestJobSubmission ?? latestSubmission(run);
-    return sub ? jobStatusText(sub) : lower(RunStatus, run.status);
-  }
-  if (run.statusMessage) return run.statusMessage;
-  const lastSubs = run.jobs.map((j) => j.jobSubmissions[j.jobSubmissions.length - 1]).filter((s): s is JobSubmission => !!s);
-  if (lastSubs.length > 0 && lastSubs.every((s) => s.status === JobStatus.PULLING)) return "pulling";
-  if (run.status === RunStatus.SUBMITTED || run.status === RunStatus.PENDING) {
-    const latest = run.latestJobSubmission;
-    const failedNoCapacity = (s: JobSubmission | undefined) => s?.terminationReason === JobTerminationReason.FAILED_TO_START_DUE_TO_NO_CAPACITY;
-    if (run.jobs.length > 0 ? run.jobs.some((j) => failedNoCapacity(j.jobSubmissions.findLast((s) => s.terminationReason !== 0)) && retriesOnNoCapacity(run, j)) : failedNoCapacity(latest) && retriesOnNoCapacity(run, undefined)) {
-      return "retrying";
-    }
-  }
-  return lower(RunStatus, run.status);
+  return run.statusMessage || lower(RunStatus, run.status);
 }
 
 export function runName(run: Run): string {
