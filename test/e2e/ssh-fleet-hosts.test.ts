@@ -2,10 +2,13 @@
 // hosts that each lack one thing the provisioner checks for: Docker (DOCKER_HOST in the session
 // points at no socket), x86-64 (a `uname` in the session's PATH reports aarch64), disk (a `df` in its PATH
 // reports 50 MB free), an answer (a TCP listener that never speaks SSH), a Docker that answers
-// in time (its `docker` never returns). Each fails alone with
-// its own message while the good host becomes idle. Then the good host's sshd gets a new host
+// in time (its `docker` never returns), GPU tooling (an `lspci` in its PATH lists an NVIDIA H100 but
+// there is no nvidia-smi, or Docker has no nvidia runtime). Each fails alone with its own message
+// while the good hosts become idle: the plain one and a GPU one (fake lspci, nvidia-smi printing a
+// recorded H100 listing, docker reporting the nvidia runtime). Then the good host's sshd gets a new host
 // key: the next apply refuses it ("host key … changed"), the instance keeps running and shows
-// the problem; and an unchanged re-apply does not reinstall the shim.
+// the problem; so does a changed key of a proxy_jump host; and an unchanged re-apply does not
+// reinstall the shim.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, statSync } from "node:fs";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -29,7 +32,20 @@ let server: TestServer & { where: ServerEnv };
 let client: Client;
 const sshds = new Map<number, ChildProcess>();
 let hang: Server;
-const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang" | "hungDocker", number> = { ok: 0, noDocker: 0, arm: 0, noSpace: 0, hang: 0, hungDocker: 0 };
+const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang" | "hungDocker" | "gpu" | "gpuNoSmi" | "gpuNoRuntime", number> = {
+  ok: 0,
+  noDocker: 0,
+  arm: 0,
+  noSpace: 0,
+  hang: 0,
+  hungDocker: 0,
+  gpu: 0,
+  gpuNoSmi: 0,
+  gpuNoRuntime: 0,
+};
+const HOSTS = Object.keys(port).length;
+/** A jump host (not in the fleet "sshh"): the proxy_jump of fleet "sshj". */
+let jumpPort = 0;
 
 async function startSshd(p: number, hostKey: string, env: Record<string, string> = {}): Promise<ChildProcess> {
   const config = join(work, `sshd-${p}.conf`);
@@ -116,9 +132,22 @@ beforeAll(async () => {
   await buildRunnerBundle({ log: () => {} });
   await buildShimBundle({ log: () => {} });
   work = await mkdtemp(join(tmpdir(), "dstack-ssh-hosts-"));
-  for (const k of ["host_key", "host_key_new", "id_good"]) execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, k)]);
+  for (const k of ["host_key", "host_key_new", "host_key_jump", "id_good"]) execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, k)]);
   execFileSync("cp", [join(work, "id_good.pub"), join(work, "authorized_keys")]);
   for (const k of Object.keys(port) as (keyof typeof port)[]) port[k] = await freePort();
+  jumpPort = await freePort();
+  sshds.set(jumpPort, await startSshd(jumpPort, join(work, "host_key_jump")));
+  // GPU hosts: an H100 on the PCI bus (lspci), and what of its tooling each host has.
+  const realDocker = execFileSync("sh", ["-c", "command -v docker"], { encoding: "utf8" }).trim();
+  const lspci = 'echo "00:02.0 0300: 1a03:2000 (rev 52)"; echo "18:00.0 0302: 10de:2330 (rev a1)"';
+  const smi = `cat ${join(import.meta.dirname, "../../agent-shim/src/host/fixtures/nvidia-smi-h100x1.csv")}`;
+  const runtimes = (r: string) => `if [ "$1" = info ]; then echo '${r}'; else exec ${realDocker} "$@"; fi`;
+  const gpuOk = await wrapperDir("gpu", { lspci, "nvidia-smi": smi, docker: runtimes('{"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}') });
+  const gpuNoSmi = await wrapperDir("gpu-no-smi", { lspci });
+  const gpuNoRuntime = await wrapperDir("gpu-no-runtime", { lspci, "nvidia-smi": smi, docker: runtimes('{"runc":{"path":"runc"}}') });
+  sshds.set(port.gpu, await startSshd(port.gpu, join(work, "host_key"), { PATH: `${gpuOk}:${STD_PATH}` }));
+  sshds.set(port.gpuNoSmi, await startSshd(port.gpuNoSmi, join(work, "host_key"), { PATH: `${gpuNoSmi}:${STD_PATH}` }));
+  sshds.set(port.gpuNoRuntime, await startSshd(port.gpuNoRuntime, join(work, "host_key"), { PATH: `${gpuNoRuntime}:${STD_PATH}` }));
   const arm = await wrapperDir("arm", { uname: 'if [ "$1" = "-sm" ]; then echo "Linux aarch64"; else exec /usr/bin/uname "$@"; fi' });
   const full = await wrapperDir("full", {
     df: 'if [ "$1" = "-Pk" ]; then echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; echo "/dev/small 1048576 997376 51200 96% /"; else exec /usr/bin/df "$@"; fi',
@@ -142,6 +171,7 @@ afterAll(async () => {
   // Leave the host clean: deleting the fleet removes the shim.
   try {
     await client?.fleets.delete("sshh");
+    await client?.fleets.delete("sshj").catch(() => {});
     const dirs = () => execFileSync("sh", ["-c", "ls -d /opt/dstack/shim-* 2>/dev/null || true"], { encoding: "utf8" });
     for (let i = 0; i < 60 && ownDirs.some((d) => dirs().includes(d)); i++) await new Promise((r) => setTimeout(r, 500));
   } catch {
@@ -160,11 +190,15 @@ describe("SSH fleet hosts", () => {
     "each broken host fails alone with a precise message while the good one provisions",
     async () => {
       await apply();
-      const f = await waitFleet("sshh", (f) => f.instances.length === 6 && f.instances.every(settled));
+      const f = await waitFleet("sshh", (f) => f.instances.length === HOSTS && f.instances.every(settled));
       const byPort = (p: number) => f.instances.find((i) => i.name === `sshh-${Object.values(port).indexOf(p)}`)!;
       expect(byPort(port.ok).status).toBe(InstanceStatus.IDLE);
       expect(byPort(port.ok).statusMessage).toBe("");
       ownDirs.push(`/opt/dstack/shim-${byPort(port.ok).id}`);
+      // The GPU host with nvidia-smi and the nvidia runtime passes the check.
+      expect(byPort(port.gpu).status).toBe(InstanceStatus.IDLE);
+      expect(byPort(port.gpu).statusMessage).toBe("");
+      ownDirs.push(`/opt/dstack/shim-${byPort(port.gpu).id}`);
       const failed = (p: number) => {
         const i = byPort(p);
         expect(i.status).toBe(InstanceStatus.TERMINATED);
@@ -176,6 +210,10 @@ describe("SSH fleet hosts", () => {
       expect(failed(port.noSpace)).toMatch(new RegExp(`^not enough disk space on root@127\\.0\\.0\\.1:${port.noSpace}: 50 MB free in /opt/dstack, the shim needs \\d+ MB$`));
       expect(failed(port.hang)).toBe(`SSH connection to 127.0.0.1:${port.hang} timed out`);
       expect(failed(port.hungDocker)).toBe(`\`docker version\` did not finish within 5 s on root@127.0.0.1:${port.hungDocker}`);
+      expect(failed(port.gpuNoSmi)).toBe(`NVIDIA GPU found on root@127.0.0.1:${port.gpuNoSmi} but nvidia-smi is missing; install the NVIDIA driver`);
+      expect(failed(port.gpuNoRuntime)).toBe(
+        `NVIDIA GPU found on root@127.0.0.1:${port.gpuNoRuntime} but the NVIDIA Container Toolkit is not configured for Docker (no nvidia runtime); install nvidia-container-toolkit and run \`nvidia-ctk runtime configure --runtime=docker\`, then restart Docker`,
+      );
     },
     SLOW,
   );
@@ -188,7 +226,7 @@ describe("SSH fleet hosts", () => {
       const shimJs = join(ownDirs[0]!, "shim-bundle", "shim.js");
       const stamp = [statSync(marker).mtimeMs, statSync(shimJs).mtimeMs];
       await apply();
-      const f = await waitFleet("sshh", (f) => f.instances.length === 6 && f.instances.every(settled));
+      const f = await waitFleet("sshh", (f) => f.instances.length === HOSTS && f.instances.every(settled));
       expect(f.instances[0]!.id).toBe(before.id);
       expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
       expect([statSync(marker).mtimeMs, statSync(shimJs).mtimeMs]).toEqual(stamp);
@@ -210,13 +248,50 @@ describe("SSH fleet hosts", () => {
       expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
       // The old key back: the next apply passes the check and clears the message.
       await stopSshd(port.ok);
-      // A Docker CLI that never answers (a hung daemon): the check's deadline (5 s here) ends it.
-  const hung = await wrapperDir("hung", { docker: "exec sleep 30" });
-  sshds.set(port.hungDocker, await startSshd(port.hungDocker, join(work, "host_key"), { PATH: `${hung}:${STD_PATH}` }));
-  sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
+      sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
       await apply();
       const g = await waitFleet("sshh", (f) => f.instances[0]!.statusMessage === "");
       expect(g.instances[0]!.status).toBe(InstanceStatus.IDLE);
+    },
+    SLOW,
+  );
+
+  it(
+    "a proxy_jump host whose SSH host key changed is refused the same way, naming the jump host",
+    async () => {
+      // Behind the jump: the host without Docker, which fails fast after the login (and the key pinning).
+      const yaml = [
+        "type: fleet",
+        "name: sshj",
+        "ssh_config:",
+        "  user: root",
+        `  identity_file: ${join(work, "id_good")}`,
+        "  proxy_jump:",
+        "    hostname: 127.0.0.1",
+        `    port: ${jumpPort}`,
+        "    user: root",
+        `    identity_file: ${join(work, "id_good")}`,
+        "  hosts:",
+        "    - hostname: 127.0.0.1",
+        `      port: ${port.noDocker}`,
+        "",
+      ].join("\n");
+      const applyJ = () => client.fleets.apply(withSshKeys(parseConfiguration(yaml, "jump.dstack.yml") as FleetConfig, "jump.dstack.yml", { cwd: work, env: process.env }));
+      await applyJ();
+      const noDocker = `no Docker engine answers on root@127.0.0.1:${port.noDocker}: Cannot connect to the Docker daemon at unix:///nonexistent/docker.sock. Is the docker daemon running?`;
+      const f = await waitFleet("sshj", (f) => f.instances.length === 1 && settled(f.instances[0]!));
+      expect(f.instances[0]!.terminationReasonMessage).toBe(noDocker);
+      // The jump host is reinstalled with a new key: the next try stops at the jump host.
+      const was = fingerprint(join(work, "host_key_jump.pub"));
+      const now = fingerprint(join(work, "host_key_new.pub"));
+      await stopSshd(jumpPort);
+      sshds.set(jumpPort, await startSshd(jumpPort, join(work, "host_key_new")));
+      await applyJ();
+      const message = `host key for 127.0.0.1:${jumpPort} changed (was ${was}, now ${now}); if the host was reinstalled, remove it from the fleet, apply, then add it back`;
+      const g = await waitFleet("sshj", (f) => f.instances[0]!.terminationReasonMessage !== noDocker && settled(f.instances[0]!));
+      expect(g.instances[0]!.terminationReasonMessage).toBe(message);
+      expect(g.instances[0]!.status).toBe(InstanceStatus.TERMINATED);
+      await client.fleets.delete("sshj");
     },
     SLOW,
   );
