@@ -3,13 +3,14 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGitSshd, type GitSshd } from "../../../test/runner/git-ssh.js";
 import { makeTestRepo, type TestRepo } from "../../../test/runner/git-http.js";
 import type { GitRepoSpec } from "./git.js";
 import { cloneWithoutGit } from "./jsgit.js";
-import { parseSshUrl, shellQuote } from "./sshgit.js";
+import { parseSshUrl, shellQuote, SshGitTransport } from "./sshgit.js";
 
 describe("parseSshUrl", () => {
   it("reads ssh:// URLs and scp-like addresses as git does", () => {
@@ -99,5 +100,20 @@ describe("cloneWithoutGit over SSH (real sshd and git-upload-pack)", () => {
     await expect(cloneWithoutGit(spec({ cloneUrl: closed, privateKey: sshd.key }), dir(), { log: () => {} })).rejects.toThrow(
       `cannot clone ${closed}: cannot reach 127.0.0.1:1 over SSH: connect ECONNREFUSED 127.0.0.1:1`,
     );
+  });
+
+  it("a host that accepts TCP but never speaks SSH fails after the handshake timeout", async () => {
+    const held: Socket[] = [];
+    const silent = createServer((sock) => void held.push(sock));
+    await new Promise<void>((ok) => silent.listen(0, "127.0.0.1", ok));
+    const { port } = silent.address() as AddressInfo;
+    const t = new SshGitTransport({ user: "git", host: "127.0.0.1", port, path: "r.git" }, sshd.key, () => {}, 1000);
+    try {
+      await expect(t.http.request({ method: "GET", url: "http://x/r/info/refs?service=git-upload-pack" })).rejects.toThrow(`no SSH handshake with 127.0.0.1:${port} within 1 s`);
+    } finally {
+      t.close();
+      for (const sock of held) sock.destroy();
+      silent.close();
+    }
   });
 });
