@@ -15,15 +15,21 @@ import { localFleetReady, startTestServer, type ServerEnv, type TestServer } fro
 import { until } from "../helpers/sim-agents.js";
 
 const SLOW = 240_000;
+// Container names come from run names: unique ones keep a concurrent run of this file (another
+// checkout's, or a leftover container of an interrupted run) from colliding on the local engine.
+const SUFFIX = `${process.pid.toString(36)}${Date.now().toString(36).slice(-3)}`;
+const SVC = `svc-${SUFFIX}`;
+const TSK = `tsk-${SUFFIX}`;
 
 let server: TestServer & { where: ServerEnv };
 let client: Client;
 let work: string;
 
-const service = (name: string, word: string) =>
+const service = (name: string, word: string, replicas = 1) =>
   [
     "type: service",
     `name: ${name}`,
+    `replicas: ${replicas}`,
     `image: ${TEST_IMAGES.busybox}`,
     "port: 8000",
     "stop_duration: 5s",
@@ -65,26 +71,26 @@ describe("re-applying an active run", () => {
     "a service with changed commands rolls to a new deployment: new replica first, then the old one goes",
     async () => {
       const cli = { home: server.where.home, cwd: work };
-      await writeFile(join(work, "svc.dstack.yml"), service("svc", "v1"));
+      await writeFile(join(work, "svc.dstack.yml"), service(SVC, "v1"));
       const first = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "svc.dstack.yml"], cli);
-      expect(first.stdout, first.stderr).toContain("Run svc submitted, detaching...");
-      const v1 = await runUntil("svc", (r) => r.status === RunStatus.RUNNING, "running");
+      expect(first.stdout, first.stderr).toContain(`Run ${SVC} submitted, detaching...`);
+      const v1 = await runUntil(SVC, (r) => r.status === RunStatus.RUNNING, "running");
       expect(v1.deploymentNum).toBe(0);
 
       // Same configuration: nothing to update; with -y and no --force nothing happens.
       const same = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "svc.dstack.yml"], cli);
-      expect(same.stdout).toContain("Active run svc already exists. Detected no changes.\nUse --force to apply anyway.\n");
-      expect((await client.runs.get("svc")).id).toBe(v1.id);
+      expect(same.stdout).toContain(`Active run ${SVC} already exists. Detected no changes.\nUse --force to apply anyway.\n`);
+      expect((await client.runs.get(SVC)).id).toBe(v1.id);
 
-      await writeFile(join(work, "svc.dstack.yml"), service("svc", "v2"));
+      await writeFile(join(work, "svc.dstack.yml"), service(SVC, "v2"));
       const upd = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "svc.dstack.yml"], cli);
-      expect(upd.stdout, upd.stderr).toContain("Active run svc already exists. Detected changes that can be updated in-place:\n  - Configuration properties:\n    - commands\n");
-      expect(upd.stdout).toContain("Run svc updated, detaching...");
+      expect(upd.stdout, upd.stderr).toContain(`Active run ${SVC} already exists. Detected changes that can be updated in-place:\n  - Configuration properties:\n    - commands\n`);
+      expect(upd.stdout).toContain(`Run ${SVC} updated, detaching...`);
       expect(upd.code).toBe(0);
 
       // The same run, a new deployment; replica 1 runs the new commands, replica 0 is scaled down.
       const rolled = await runUntil(
-        "svc",
+        SVC,
         (r) => {
           const rs = replicas(r);
           return rs.length === 2 && rs[1]!.sub.status === JobStatus.RUNNING && rs[0]!.sub.status === JobStatus.TERMINATED;
@@ -103,8 +109,25 @@ describe("re-applying an active run", () => {
       // The old replica was stopped only after its replacement was running.
       expect(old!.sub.finishedAt!.seconds).toBeGreaterThanOrEqual(fresh!.sub.submittedAt!.seconds);
 
-      await dstack(["stop", "svc", "-x", "-y"], cli);
-      await runUntil("svc", (r) => r.status === RunStatus.TERMINATED, "stopped");
+      // `replicas` changes in place: the running replica stays (same spec, new deployment), one more starts.
+      await writeFile(join(work, "svc.dstack.yml"), service(SVC, "v2", 2));
+      const up = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "svc.dstack.yml"], cli);
+      expect(up.stdout, up.stderr).toContain("Detected changes that can be updated in-place:\n  - Configuration properties:\n    - replicas\n");
+      const two = await runUntil(SVC, (r) => replicas(r).filter((x) => x.sub.status === JobStatus.RUNNING).length === 2, "two replicas running");
+      const running = replicas(two).filter((x) => x.sub.status === JobStatus.RUNNING);
+      expect(running.map((x) => x.replica)).toEqual([1, 2]);
+      expect(running.map((x) => x.sub.deploymentNum)).toEqual([2, 2]);
+      expect(running[0]!.sub.id).toBe(fresh!.sub.id); // not replaced: updated in place
+      // Back to one: the newest replica is scaled down.
+      await writeFile(join(work, "svc.dstack.yml"), service(SVC, "v2", 1));
+      await dstack(["apply", "-y", "-d", "--no-repo", "-f", "svc.dstack.yml"], cli);
+      const one = await runUntil(SVC, (r) => replicas(r).find((x) => x.replica === 2)?.sub.status === JobStatus.TERMINATED, "replica 2 scaled down");
+      expect(replicas(one).find((x) => x.replica === 2)!.sub.terminationReason).toBe(JobTerminationReason.SCALED_DOWN);
+      expect(replicas(one).find((x) => x.replica === 1)!.sub.status).toBe(JobStatus.RUNNING);
+      expect(one.status).toBe(RunStatus.RUNNING);
+
+      await dstack(["stop", SVC, "-x", "-y"], cli);
+      await runUntil(SVC, (r) => r.status === RunStatus.TERMINATED, "stopped");
     },
     SLOW,
   );
@@ -113,17 +136,18 @@ describe("re-applying an active run", () => {
     "a task with changed commands cannot be updated in place: it is stopped and submitted again",
     async () => {
       const cli = { home: server.where.home, cwd: work };
-      await writeFile(join(work, "task.dstack.yml"), task("tsk", "one"));
+      await writeFile(join(work, "task.dstack.yml"), task(TSK, "one"));
       await dstack(["apply", "-y", "-d", "--no-repo", "-f", "task.dstack.yml"], cli);
-      const before = await runUntil("tsk", (r) => r.status === RunStatus.RUNNING, "running");
-      await writeFile(join(work, "task.dstack.yml"), task("tsk", "two"));
+      const before = await runUntil(TSK, (r) => r.status === RunStatus.RUNNING, "running");
+      await writeFile(join(work, "task.dstack.yml"), task(TSK, "two"));
       const again = await dstack(["apply", "-y", "-d", "--no-repo", "-f", "task.dstack.yml"], cli);
-      expect(again.stdout, again.stderr).toContain("Active run tsk already exists. Detected changes that cannot be updated in-place:\n  - Configuration properties:\n    - commands\n");
-      expect(again.stdout).toContain("Run tsk submitted, detaching...");
-      const after = await client.runs.get("tsk");
+      expect(again.stdout, again.stderr).toContain(`Active run ${TSK} already exists. Detected changes that cannot be updated in-place:\n  - Configuration properties:\n    - commands\n`);
+      expect(again.stdout).toContain(`Run ${TSK} submitted, detaching...`);
+      const after = await client.runs.get(TSK);
       expect(after.id).not.toBe(before.id);
       expect(after.jobs[0]!.jobSpec!.commands).toContain("echo two");
-      await dstack(["stop", "tsk", "-x", "-y"], cli);
+      await dstack(["stop", TSK, "-x", "-y"], cli);
+      await runUntil(TSK, (r) => r.status === RunStatus.TERMINATED, "stopped");
     },
     SLOW,
   );

@@ -542,11 +542,12 @@ export class JobsService {
   }
 
   /**
-   * A service's rolling deployment (dstack's, with a surge of one replica): while replicas of an
-   * older deployment are active, start new-spec replicas up to the desired count plus one, stop
-   * old ones that are not running yet, and stop an old running one only once the running
-   * replicas exceed the desired count, i.e. once its replacement runs. Returns the new jobs, or
-   * null when another reconciler holds the run.
+   * A service's replicas against its spec. Rolling deployment (dstack's, with a surge of one
+   * replica): while replicas of an older deployment are active, start new-spec replicas up to
+   * the desired count plus one, stop old ones that are not running yet, and stop an old running
+   * one only once the running replicas exceed the desired count, i.e. once its replacement
+   * runs. Otherwise, when `replicas` changed in place, add or scale down replicas to the desired
+   * count. Returns the new jobs, or null when another reconciler holds the run.
    */
   private async rollDeployment(em: Em, run: Run, latest: Job[], now: Date, events: DomainEvent[], lock: () => Promise<boolean>): Promise<Job[] | null> {
     const byReplica = new Map<number, Job[]>();
@@ -558,23 +559,40 @@ export class JobsService {
       active: jobs.some((j) => !isJobFinished(j.status)),
       stopping: jobs.some((j) => j.status === JobStatus.TERMINATING),
       running: jobs.every((j) => j.status === JobStatus.RUNNING),
+      scaledDown: jobs.every((j) => j.terminationReason === JobTerminationReason.SCALED_DOWN),
     }));
-    const outdated = replicas.filter((r) => r.outdated && r.active && !r.stopping);
-    if (outdated.length === 0) return [];
     const stored = run.runSpec as unknown as RunSpecInput & { runName: string };
     const specs = buildJobSpecs(run.runName, stored.configuration, stored);
     const slots = [...new Set(specs.map((j) => j.replicaNum))];
     const desired = slots.length;
     const live = replicas.filter((r) => r.active && !r.stopping);
+    const outdated = live.filter((r) => r.outdated);
     const current = live.filter((r) => !r.outdated);
+    const toAdd: number[] = [];
+    const stop: typeof replicas = [];
+    if (outdated.length > 0) {
+      // Scale up to desired + 1 (the surge), filling the slots the up-to-date replicas leave.
+      for (let n = live.length, slot = current.length; n < desired + 1 && slot < desired; n++, slot++) toAdd.push(slots[slot]!);
+      // Old replicas not serving yet go at once; running ones only beyond the desired count.
+      stop.push(...outdated.filter((r) => !r.running));
+      const excess = live.filter((r) => r.running).length - desired;
+      if (excess > 0) stop.push(...outdated.filter((r) => r.running).sort((a, b) => a.replicaNum - b.replicaNum).slice(0, excess));
+    } else {
+      // A replica that ended by itself is the retry logic's (deriveRunStatus), not a scaling matter.
+      if (!replicas.every((r) => r.active || r.scaledDown)) return [];
+      for (let slot = live.length; slot < desired; slot++) toAdd.push(slots[slot]!);
+      // Fewer wanted: those not serving yet first, then the newest.
+      const extra = [...live].sort((a, b) => Number(a.running) - Number(b.running) || b.replicaNum - a.replicaNum);
+      stop.push(...extra.slice(0, Math.max(0, live.length - desired)));
+    }
+    if (toAdd.length === 0 && stop.length === 0) return [];
     if (!(await lock())) return null;
     const projectId = run.project.id;
     const created: Job[] = [];
-    // Scale up: new-spec replicas until desired + 1 are up (the surge), filling the missing slots.
     let nextReplica = Math.max(-1, ...replicas.map((r) => r.replicaNum)) + 1;
-    for (let n = live.length, slot = current.length; n < desired + 1 && slot < desired; n++, slot++) {
+    for (const slot of toAdd) {
       const replicaNum = nextReplica++;
-      for (const js of specs.filter((j) => j.replicaNum === slots[slot])) {
+      for (const js of specs.filter((j) => j.replicaNum === slot)) {
         const job = build(Job, {
           run: em.getReference(Run, run.id, { wrapped: true }),
           jobNum: js.jobNum,
@@ -591,24 +609,17 @@ export class JobsService {
         events.push({ kind: "job", id: job.id, projectId, runId: run.id });
       }
     }
-    // Scale down: old replicas not serving yet go at once; running ones only beyond the desired count.
-    const stop = outdated.filter((r) => !r.running);
-    const runningNow = live.filter((r) => r.running && !stop.includes(r));
-    const excess = runningNow.length - desired;
-    if (excess > 0) stop.push(...outdated.filter((r) => r.running).sort((a, b) => a.replicaNum - b.replicaNum).slice(0, excess));
     for (const r of stop) {
       for (const j of r.jobs) {
         if (isJobFinished(j.status)) continue;
         const grace = spec(j).stopDuration;
         const removeAt = j.status === JobStatus.RUNNING && grace ? new Date(now.getTime() + grace * 1000) : now;
-        this.terminate(j, JobTerminationReason.SCALED_DOWN, now, removeAt, events, run, "replaced by a replica of the new deployment");
+        this.terminate(j, JobTerminationReason.SCALED_DOWN, now, removeAt, events, run, r.outdated ? "replaced by a replica of the new deployment" : "scaled down");
         if (removeAt <= now) await this.finalize(em, j, run, now, events);
       }
     }
-    if (created.length || stop.length) {
-      run.lastProcessedAt = now;
-      events.push({ kind: "run", id: run.id, projectId });
-    }
+    run.lastProcessedAt = now;
+    events.push({ kind: "run", id: run.id, projectId });
     return created;
   }
 
