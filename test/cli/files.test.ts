@@ -12,6 +12,8 @@ import { localFleetReady, startTestServer, type ServerEnv, type TestServer } fro
 import { dstack } from "./run-cli.js";
 
 const SLOW = 240_000;
+// Unique per process, so a concurrent run of this file on the same Docker engine never shares a container name.
+const RUN = `files-task-${process.pid.toString(36)}${Date.now().toString(36).slice(-3)}`;
 
 let server: TestServer & { where: ServerEnv };
 let small: (TestServer & { where: ServerEnv }) | undefined;
@@ -46,7 +48,7 @@ describe("dstack apply with files:", () => {
         join(d, "conf", "task.dstack.yml"),
         [
           "type: task",
-          "name: files-task",
+          `name: ${RUN}`,
           `image: ${TEST_IMAGES.busybox}`,
           "working_dir: /work",
           "files:",
@@ -67,7 +69,7 @@ describe("dstack apply with files:", () => {
       expect(out, r.stderr).toContain("note-42\nalpha\nbeta\n");
       expect(r.code).toBe(0);
 
-      const run = await client.runs.get("files-task");
+      const run = await client.runs.get(RUN);
       const archives = run.runSpec?.fileArchives ?? [];
       expect(archives.map((a) => a.path).sort()).toEqual(["/etc/extra", "data"]);
       // Same content again: the server has both archives, nothing is sent.

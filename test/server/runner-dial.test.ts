@@ -13,6 +13,8 @@ import { until } from "../helpers/sim-agents.js";
 
 const SLOW = 180_000;
 const DIAL_TIMEOUT_S = 6;
+// Unique per process: containers are found by name on the shared Docker engine.
+const RUN = `no-runner-${process.pid.toString(36)}${Date.now().toString(36).slice(-3)}`;
 
 let server: TestServer & { where: ServerEnv };
 let client: Client;
@@ -39,16 +41,16 @@ describe("runner dial-in limit", () => {
     "a job whose runner never links home fails with waiting_runner_limit_exceeded and its container goes",
     async () => {
       const configuration = parseConfiguration(
-        ["type: task", "name: no-runner", `image: ${TEST_IMAGES.busybox}`, "commands:", "  - echo never", "resources:", "  cpu: 1..", "  memory: 256MB..", ""].join("\n"),
+        ["type: task", `name: ${RUN}`, `image: ${TEST_IMAGES.busybox}`, "commands:", "  - echo never", "resources:", "  cpu: 1..", "  memory: 256MB..", ""].join("\n"),
         "no-runner.yml",
       );
       if (configuration.type !== "task") throw new Error("expected a task");
       const t0 = Date.now();
       await client.runs.apply({ configuration });
       // The container really runs (its runner is up and dialing) before the limit strikes.
-      await until(async () => ((await containersOf("no-runner")).some((c) => c.State === "running") ? true : undefined), "the job's container running", 60_000);
+      await until(async () => ((await containersOf(RUN)).some((c) => c.State === "running") ? true : undefined), "the job's container running", 60_000);
       const run = await until(async () => {
-        const r = await client.runs.get("no-runner");
+        const r = await client.runs.get(RUN);
         return r.status === RunStatus.FAILED || r.status === RunStatus.TERMINATED || r.status === RunStatus.DONE ? r : undefined;
       }, "the run finished", 90_000);
       const elapsed = (Date.now() - t0) / 1000;
@@ -59,7 +61,7 @@ describe("runner dial-in limit", () => {
       expect(sub.terminationReasonMessage).toBe(`Runner did not become available within ${DIAL_TIMEOUT_S}s.`);
       expect(elapsed).toBeGreaterThanOrEqual(DIAL_TIMEOUT_S);
       // The task is terminated and removed on the shim: no container of the run is left.
-      await until(async () => ((await containersOf("no-runner")).length === 0 ? true : undefined), "the job's container removed", 60_000);
+      await until(async () => ((await containersOf(RUN)).length === 0 ? true : undefined), "the job's container removed", 60_000);
     },
     SLOW,
   );
