@@ -3,7 +3,7 @@
 // points at no socket), x86-64 (a `uname` in the session's PATH reports aarch64), disk (a `df` in its PATH
 // reports 50 MB free), an answer (a TCP listener that never speaks SSH), a Docker that answers
 // in time (its `docker` never returns), GPU tooling (an `lspci` in its PATH lists an NVIDIA H100 but
-// there is no nvidia-smi, or Docker has no nvidia runtime). Each fails alone with its own message
+// there is no nvidia-smi, or it hangs, or Docker has no nvidia runtime). Each fails alone with its own message
 // while the good hosts become idle: the plain one and a GPU one (fake lspci, nvidia-smi printing a
 // recorded H100 listing, docker reporting the nvidia runtime). Then the good host's sshd gets a new host
 // key: the next apply refuses it ("host key … changed"), the instance keeps running and shows
@@ -32,7 +32,7 @@ let server: TestServer & { where: ServerEnv };
 let client: Client;
 const sshds = new Map<number, ChildProcess>();
 let hang: Server;
-const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang" | "hungDocker" | "gpu" | "gpuNoSmi" | "gpuNoRuntime", number> = {
+const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang" | "hungDocker" | "gpu" | "gpuNoSmi" | "gpuNoRuntime" | "gpuHungSmi", number> = {
   ok: 0,
   noDocker: 0,
   arm: 0,
@@ -42,6 +42,7 @@ const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang" | "hungDocker"
   gpu: 0,
   gpuNoSmi: 0,
   gpuNoRuntime: 0,
+  gpuHungSmi: 0,
 };
 const HOSTS = Object.keys(port).length;
 /** A jump host (not in the fleet "sshh"): the proxy_jump of fleet "sshj". */
@@ -148,6 +149,9 @@ beforeAll(async () => {
   sshds.set(port.gpu, await startSshd(port.gpu, join(work, "host_key"), { PATH: `${gpuOk}:${STD_PATH}` }));
   sshds.set(port.gpuNoSmi, await startSshd(port.gpuNoSmi, join(work, "host_key"), { PATH: `${gpuNoSmi}:${STD_PATH}` }));
   sshds.set(port.gpuNoRuntime, await startSshd(port.gpuNoRuntime, join(work, "host_key"), { PATH: `${gpuNoRuntime}:${STD_PATH}` }));
+  // A wedged driver: nvidia-smi never returns.
+  const gpuHungSmi = await wrapperDir("gpu-hung-smi", { lspci, "nvidia-smi": "exec sleep 30" });
+  sshds.set(port.gpuHungSmi, await startSshd(port.gpuHungSmi, join(work, "host_key"), { PATH: `${gpuHungSmi}:${STD_PATH}` }));
   const arm = await wrapperDir("arm", { uname: 'if [ "$1" = "-sm" ]; then echo "Linux aarch64"; else exec /usr/bin/uname "$@"; fi' });
   const full = await wrapperDir("full", {
     df: 'if [ "$1" = "-Pk" ]; then echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; echo "/dev/small 1048576 997376 51200 96% /"; else exec /usr/bin/df "$@"; fi',
@@ -211,6 +215,7 @@ describe("SSH fleet hosts", () => {
       expect(failed(port.hang)).toBe(`SSH connection to 127.0.0.1:${port.hang} timed out`);
       expect(failed(port.hungDocker)).toBe(`\`docker version\` did not finish within 5 s on root@127.0.0.1:${port.hungDocker}`);
       expect(failed(port.gpuNoSmi)).toBe(`NVIDIA GPU found on root@127.0.0.1:${port.gpuNoSmi} but nvidia-smi is missing; install the NVIDIA driver`);
+      expect(failed(port.gpuHungSmi)).toBe(`the GPU check (nvidia-smi, docker info) did not finish within 5 s on root@127.0.0.1:${port.gpuHungSmi}`);
       expect(failed(port.gpuNoRuntime)).toBe(
         `NVIDIA GPU found on root@127.0.0.1:${port.gpuNoRuntime} but the NVIDIA Container Toolkit is not configured for Docker (no nvidia runtime); install nvidia-container-toolkit and run \`nvidia-ctk runtime configure --runtime=docker\`, then restart Docker`,
       );
