@@ -442,7 +442,8 @@ export class RunsService {
     });
     const currentView = current ? (await this.views(em, [current], project.name, true))[0]! : null;
     const diff = current ? diffRunSpecs(current.runSpec as unknown as RunSpecInput, spec) : null;
-    const action = !current ? "create" : isRunFinished(current.status) ? "recreate" : diff!.updatable ? "update" : "blocked";
+    // A stopping run takes no update (apply refuses it): the CLI waits for it to stop and submits anew.
+    const action = !current ? "create" : isRunFinished(current.status) ? "recreate" : diff!.updatable && current.status !== RunStatus.TERMINATING ? "update" : "blocked";
     return { projectName: project.name, user: actor.name, runSpec: { ...spec, runName: runName || "" }, jobPlans, currentResource: currentView, action, changedFields: diff?.fields ?? [] };
   }
 
