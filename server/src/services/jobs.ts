@@ -106,7 +106,11 @@ export const DEFAULT_RUNNER_DIAL_TIMEOUT_S = 600;
 /** DSTACK_SERVER_RUNNER_DIAL_TIMEOUT (seconds), else dstack's default. */
 export function envRunnerDialTimeoutS(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.DSTACK_SERVER_RUNNER_DIAL_TIMEOUT;
-  return raw !== undefined && /^\d+(\.\d+)?$/.test(raw.trim()) && Number(raw) > 0 ? Number(raw) : DEFAULT_RUNNER_DIAL_TIMEOUT_S;
+  if (raw === undefined || raw.trim() === "") return DEFAULT_RUNNER_DIAL_TIMEOUT_S;
+  if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !(Number(raw) > 0)) {
+    throw err("DSTACK_BAD_SETTING", { variable: "DSTACK_SERVER_RUNNER_DIAL_TIMEOUT", reason: `'${raw}' is not a positive number of seconds` });
+  }
+  return Number(raw);
 }
 
 export class JobsService {

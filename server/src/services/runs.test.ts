@@ -34,3 +34,13 @@ describe("diffRunSpecs", () => {
     expect(diffRunSpecs(spec(svc("a")), spec(task("a").replace("name: t", "name: s")))).toMatchObject({ updatable: false });
   });
 });
+
+describe("DSTACK_SERVER_RUNNER_DIAL_TIMEOUT", () => {
+  it("defaults to dstack's 600 s, takes seconds, and names itself when bad", async () => {
+    const { envRunnerDialTimeoutS } = await import("./jobs.js");
+    expect(envRunnerDialTimeoutS({})).toBe(600);
+    expect(envRunnerDialTimeoutS({ DSTACK_SERVER_RUNNER_DIAL_TIMEOUT: "30" })).toBe(30);
+    expect(() => envRunnerDialTimeoutS({ DSTACK_SERVER_RUNNER_DIAL_TIMEOUT: "ten" })).toThrow(/DSTACK_SERVER_RUNNER_DIAL_TIMEOUT.*'ten' is not a positive number of seconds/);
+    expect(() => envRunnerDialTimeoutS({ DSTACK_SERVER_RUNNER_DIAL_TIMEOUT: "0" })).toThrow(/DSTACK_SERVER_RUNNER_DIAL_TIMEOUT/);
+  });
+});
