@@ -1,5 +1,6 @@
 // Builds the portable runner bundle, build/runner-bundle/ (layout: scripts/portable-bundle.ts):
-// runner.js, bin/node, lib/, bundle.json, package.json, and node_modules/node-pty (the PTY addon
+// runner.js (the loader) with app.js and its V8 code cache, bin/node, lib/, bundle.json,
+// package.json, and node_modules/node-pty (the PTY addon
 // for attachable jobs: its JS and build/Release/pty.node, found by `require("node-pty")` from
 // runner.js; it dlopens through the bundled loader's --library-path like Node itself).
 //
@@ -13,6 +14,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { Plugin } from "esbuild";
 import { buildPortableBundle, REPO, runAsScript, type PortableBundleSpec } from "./portable-bundle.js";
 
 export { parseLdd } from "./portable-bundle.js";
@@ -34,6 +36,22 @@ function copyNodePty(bundleDir: string): void {
   if (!readdirSync(join(dest, "lib")).includes("index.js")) throw new Error("node-pty's lib/index.js was not copied");
 }
 
+/**
+ * Leaves `name` out of the bundle but turns `import(name)` into a `require(name)` at run time:
+ * runner.js runs the bundle through vm.Script (for its code cache), which has no loader for an
+ * import() of a file outside it, while require() is Node's own.
+ */
+function requireAtRunTime(name: string): Plugin {
+  return {
+    name: `require-at-run-time:${name}`,
+    setup(b) {
+      const filter = new RegExp(`^${name.replace(/[-/\\^$*+?.()|[\]{}]/g, "\\$&")}$`);
+      b.onResolve({ filter }, (args) => (args.namespace === "run-time-require" ? { path: name, external: true } : { path: name, namespace: "run-time-require" }));
+      b.onLoad({ filter: /.*/, namespace: "run-time-require" }, () => ({ contents: `module.exports = require(${JSON.stringify(name)});`, loader: "js" }));
+    },
+  };
+}
+
 export const RUNNER_BUNDLE: PortableBundleSpec = {
   label: "runner",
   outDir: RUNNER_BUNDLE_DIR,
@@ -44,8 +62,11 @@ export const RUNNER_BUNDLE: PortableBundleSpec = {
   // A native addon cannot be inlined: it ships beside runner.js in node_modules/node-pty.
   // ssh2 (git over SSH) requires its optional addons (cpu-features, sshcrypto.node) in try/catch
   // and falls back to pure JavaScript: left out, they are simply not found at run time.
-  external: ["node-pty", "cpu-features", "*.node"],
+  external: ["cpu-features", "*.node"],
+  plugins: [requireAtRunTime("node-pty")],
   extraFiles: (dir) => copyNodePty(dir),
+  // A home with no identity and no bootstrap: main() loads everything, says so and exits.
+  codeCache: { argv: (scratch) => ["--home", scratch] },
   manifest: async () => {
     const { RUNNER_VERSION } = await import("../agent-runner/src/version.js");
     return { name: "dstack-runner", version: RUNNER_VERSION };

@@ -17,6 +17,7 @@ function loadBundle(file, { writeCache = false } = {}) {
       cachedData = undefined;
     }
   }
+  // No import() of a module outside the bundle may remain in it: vm.Script has no loader for one.
   const script = new vm.Script(wrap(readFileSync(file, "utf8")), { filename: file, cachedData });
   const module = { exports: {} };
   script.runInThisContext()(module.exports, createRequire(file), module, file, dirname(file));

@@ -5,7 +5,7 @@
 // a third host with a key the servers refuse fails with its own error, tasks run on each host,
 // and deleting the fleet stops both shims and removes their install dirs.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -174,6 +174,9 @@ describe("SSH fleets", () => {
         expect(existsSync(join(d, "home", "identity.json"))).toBe(true);
         expect(existsSync(join(d, "join-token"))).toBe(true);
         expect(shimProcesses(d)).toContain("shim.js");
+        // The runner bundle is whole on the host (its PTY addon too), sharing the shim's Node by hard link.
+        expect(existsSync(join(d, "runner-bundle", "node_modules", "node-pty", "build", "Release", "pty.node"))).toBe(true);
+        expect(statSync(join(d, "runner-bundle", "bin", "node")).ino).toBe(statSync(join(d, "shim-bundle", "bin", "node")).ino);
       }
 
       // Applying the same configuration again leaves the set-up hosts alone.

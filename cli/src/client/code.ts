@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import { copyFile, lstat, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, isAbsolute, join, posix as posixPath, resolve, sep } from "node:path";
+import { gzipSync } from "node:zlib";
 import ignore, { type Ignore } from "ignore";
 import { create as createTar } from "tar";
 import { DstackError } from "./errors.js";
@@ -98,7 +99,6 @@ export async function buildCodeArchive(root: string): Promise<CodeArchive> {
     for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
   } else {
     // An empty directory still gets a valid (empty) archive: two zero blocks, gzipped.
-    const { gzipSync } = await import("node:zlib");
     chunks.push(gzipSync(Buffer.alloc(1024)));
   }
   const blob = new Uint8Array(Buffer.concat(chunks));

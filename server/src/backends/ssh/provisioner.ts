@@ -379,7 +379,7 @@ export class SshFleetProvisioner {
       // Disk: the bundles (the runner shares the shim's node and libraries when they match) and room to spare.
       const runner = JSON.parse(readFileSync(join(this.runnerDir, "bundle.json"), "utf8")) as { arch: string; node: string };
       const shareNode = runner.node === manifest.node && runner.arch === manifest.arch;
-      const needMb = Math.ceil((dirSize(this.shimDir) + (shareNode ? dirSize(join(this.runnerDir, "runner.js")) : dirSize(this.runnerDir))) / 1048576) + MIN_FREE_MB;
+      const needMb = Math.ceil((dirSize(this.shimDir) + (shareNode ? dirSize(this.runnerDir) - dirSize(join(this.runnerDir, "bin")) - dirSize(join(this.runnerDir, "lib")) : dirSize(this.runnerDir))) / 1048576) + MIN_FREE_MB;
       const df = await run(`mkdir -p ${shq(base)} && df -Pk ${shq(base)} | awk 'NR==2 {print $4}'`);
       const freeMb = Math.floor(Number(df.stdout.trim()) / 1024);
       if (df.code !== 0) throw new SshHostError(`cannot prepare ${base} on ${h.key}: ${firstLine(df.stderr)}`);
@@ -467,8 +467,9 @@ export class SshFleetProvisioner {
       `--transform=s,^${shim},shim-bundle,`,
       `--transform=s,^${runner},runner-bundle,`,
       "-C", dirname(this.shimDir), shim,
-      "-C", dirname(this.runnerDir),
-      ...(shareNode ? [`${runner}/runner.js`, `${runner}/bundle.json`, `${runner}/package.json`] : [runner]),
+      // Sharing the shim's Node: everything of the runner's but its bin/ and lib/ (which are hard links made below).
+      ...(shareNode ? [`--exclude=${runner}/bin`, `--exclude=${runner}/lib`] : []),
+      "-C", dirname(this.runnerDir), runner,
     ];
     const tar = spawn("tar", args, { stdio: ["ignore", "pipe", "pipe"] });
     let tarErr = "";
