@@ -2,7 +2,8 @@
 // entries across cuts, reconnects and runner restarts.
 //
 // Every entry gets the next sequence number (0-based per job submission) and goes to the spool
-// before it is sent. Batches leave every `flushMs` or once `flushBytes` wait. The server answers
+// before it is sent. An entry leaves at once when nothing is awaiting an ack; otherwise entries
+// gather into a batch that leaves on the ack, once `flushBytes` wait, or after `flushMs`. The server answers
 // with next_sequence (entries stored contiguously from 0); everything below it is dropped here.
 // After a cut the pusher redials with full-jitter backoff and resends everything unacked; the
 // server skips sequences it already has.
@@ -169,8 +170,15 @@ export class LogPusher extends EventEmitter<LogPusherEvents> {
     this.spool.append(seq, entry);
     this.track({ seq, entry, size: data.length });
     this.waitingBytes += data.length;
-    if (this.waitingBytes >= this.cfg.flushBytes) this.flush();
+    // Nothing on the wire: send now (a lone line reaches the server at once). Otherwise output
+    // gathers until the ack comes back, `flushBytes` wait, or `flushMs` pass: batches grow with load.
+    if (this.waitingBytes >= this.cfg.flushBytes || !this.inFlight()) this.flush();
     else if (!this.timer) this.timer = setTimeout(() => this.flush(), this.cfg.flushMs);
+  }
+
+  /** Some sent entries still wait for their ack. */
+  private inFlight(): boolean {
+    return this.out !== null && this.sent > this.ackedValue;
   }
 
   private track(p: Pending): void {
@@ -210,6 +218,7 @@ export class LogPusher extends EventEmitter<LogPusherEvents> {
     this.entries.splice(0, n);
     if (this.sent < next) this.sent = next;
     this.persist();
+    if (this.sent < this.nextSeqValue && !this.inFlight()) this.flush(); // what gathered meanwhile
     this.emit("acked", next);
     if (this.dropped.bytes > 0 && this.unackedBytes < this.cfg.maxUnackedBytes / 2) this.reportDropped();
     if (this.entries.length === 0) for (const w of [...this.drainWaiters]) w();
