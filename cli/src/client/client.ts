@@ -48,7 +48,7 @@ import {
   type User,
   type WatchRunsResponse,
 } from "@dstack/proto/api";
-import { buildCodeArchive, buildFilesArchive, codeTooLargeError, filesTooLargeError, localRepoId, type CodeFile } from "./code.js";
+import { buildCodeArchive, buildFilesArchive, codeTooLargeError, filesTooLargeError, localRepoId, type CodeArchive, type CodeFile } from "./code.js";
 import { resolveConfig, type ResolveOptions } from "./config.js";
 import { DstackError, toDstackError } from "./errors.js";
 import { followLogs, type LogBatch, type LogEntry, type LogSource, type LogStreamName } from "./logs.js";
@@ -361,9 +361,12 @@ export class RunsApi {
     );
   }
 
-  /** Builds the deterministic tar.gz of `dir` and uploads it; pass the hash to apply (RunInput.repoCodeHash). */
-  async uploadCode(dir: string): Promise<UploadedCode> {
-    const archive = await buildCodeArchive(dir);
+  /**
+   * Builds the deterministic tar.gz of `dir` (or takes `archive`, already built from it) and
+   * uploads it; pass the hash to apply (RunInput.repoCodeHash).
+   */
+  async uploadCode(dir: string, archive?: CodeArchive): Promise<UploadedCode> {
+    archive ??= await buildCodeArchive(dir);
     const repoId = localRepoId(dir);
     try {
       const res = await this.rpc.call("UploadCode", () =>

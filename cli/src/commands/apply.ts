@@ -146,7 +146,12 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
   // `files:` local paths are relative to the configuration's directory (stdin: this directory).
   const configDir = displayName === "<stdin>" ? io.cwd : dirname(resolve(io.cwd, displayName));
   // The plan compares code and `files:` with an active run's by hash, so it gets them before anything is uploaded.
-  const codeHash = repoDir ? (await buildCodeArchive(repoDir)).hash : undefined;
+  const codeArchive = repoDir ? await buildCodeArchive(repoDir) : undefined;
+  const codeHash = codeArchive?.hash;
+  // With -y nothing is asked: the code (stored by its hash, so an extra upload costs nothing)
+  // travels while the server plans. Its error, if any, surfaces where the upload is awaited.
+  const earlyUpload = repoDir && options.yes ? client.runs.uploadCode(repoDir, codeArchive) : undefined;
+  earlyUpload?.catch(() => {});
   const plannedFiles = [];
   for (const m of config.files) {
     const a = await buildFilesArchive(m, configDir, io.env.HOME);
@@ -198,7 +203,7 @@ async function applyRun(client: Client, config: RunConfig, displayName: string, 
 
   let repoCodeHash: string | undefined;
   if (repoDir) {
-    const code = await client.runs.uploadCode(repoDir);
+    const code = await (earlyUpload ?? client.runs.uploadCode(repoDir, codeArchive));
     repoCodeHash = code.hash;
     if (io.stderr.isTTY) io.stderr.write(p.dim(`Uploaded ${code.files.length} files (${formatBytes(code.bytes)})${code.alreadyExists ? ", unchanged" : ""}\n`));
   }
