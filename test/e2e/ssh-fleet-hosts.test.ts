@@ -9,10 +9,10 @@
 // key: the next apply refuses it ("host key … changed"), the instance keeps running and shows
 // the problem; so does a changed key of a proxy_jump host; and an unchanged re-apply does not
 // reinstall the shim.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, statSync } from "node:fs";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, type Server, connect as netConnect } from "node:net";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,6 +23,7 @@ import { withSshKeys } from "../../cli/src/commands/fleet-apply.js";
 import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
 import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { sshKeygen, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const SLOW = 180_000;
 const STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -30,7 +31,7 @@ const STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 let work: string;
 let server: TestServer & { where: ServerEnv };
 let client: Client;
-const sshds = new Map<number, ChildProcess>();
+const sshds = new Map<number, Sshd>();
 let hang: Server;
 const port: Record<"ok" | "noDocker" | "arm" | "noSpace" | "hang" | "hungDocker" | "gpu" | "gpuNoSmi" | "gpuNoRuntime" | "gpuHungSmi", number> = {
   ok: 0,
@@ -48,49 +49,12 @@ const HOSTS = Object.keys(port).length;
 /** A jump host (not in the fleet "sshh"): the proxy_jump of fleet "sshj". */
 let jumpPort = 0;
 
-async function startSshd(p: number, hostKey: string, env: Record<string, string> = {}): Promise<ChildProcess> {
-  const config = join(work, `sshd-${p}.conf`);
-  await writeFile(
-    config,
-    [
-      `Port ${p}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${hostKey}`,
-      `AuthorizedKeysFile ${join(work, "authorized_keys")}`,
-      `PidFile ${join(work, `sshd-${p}.pid`)}`,
-      "UsePAM no",
-      "PermitRootLogin prohibit-password",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "StrictModes no",
-      "LogLevel ERROR",
-      // The test's knob: what this "host" has in its sessions' environment.
-      ...(Object.keys(env).length ? [`SetEnv ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ")}`] : []),
-      "",
-    ].join("\n"),
-  );
-  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-  const child = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
-  let errText = "";
-  child.stderr!.on("data", (d: Buffer) => (errText += d.toString()));
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`sshd exited: ${errText}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = netConnect(p, "127.0.0.1");
-      s.once("connect", () => (s.destroy(), resolve(true)));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return child;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** Starts (or restarts) the "host" on port `p`: its host key, and what its sessions have in their environment (the test's knob). */
+async function startHost(p: number, hostKey: string, env: Record<string, string> = {}): Promise<void> {
+  sshds.set(p, await startSshd({ dir: work, port: p, hostKey, authorizedKeys: join(work, "authorized_keys"), env }));
 }
 
-const stopSshd = async (p: number) => {
-  const c = sshds.get(p)!;
-  const exited = new Promise((r) => c.once("exit", r));
-  c.kill("SIGTERM");
-  await exited;
-};
+const stopHost = (p: number) => sshds.get(p)!.stop();
 
 /** A directory of commands that shadow the real ones in a host's sessions. */
 async function wrapperDir(name: string, scripts: Record<string, string>): Promise<string> {
@@ -133,11 +97,11 @@ beforeAll(async () => {
   await buildRunnerBundle({ log: () => {} });
   await buildShimBundle({ log: () => {} });
   work = await mkdtemp(join(tmpdir(), "dstack-ssh-hosts-"));
-  for (const k of ["host_key", "host_key_new", "host_key_jump", "id_good"]) execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, k)]);
+  for (const k of ["host_key", "host_key_new", "host_key_jump", "id_good"]) sshKeygen(join(work, k));
   execFileSync("cp", [join(work, "id_good.pub"), join(work, "authorized_keys")]);
   for (const k of Object.keys(port) as (keyof typeof port)[]) port[k] = await freePort();
   jumpPort = await freePort();
-  sshds.set(jumpPort, await startSshd(jumpPort, join(work, "host_key_jump")));
+  await startHost(jumpPort, join(work, "host_key_jump"));
   // GPU hosts: an H100 on the PCI bus (lspci), and what of its tooling each host has.
   const realDocker = execFileSync("sh", ["-c", "command -v docker"], { encoding: "utf8" }).trim();
   const lspci = 'echo "00:02.0 0300: 1a03:2000 (rev 52)"; echo "18:00.0 0302: 10de:2330 (rev a1)"';
@@ -146,24 +110,24 @@ beforeAll(async () => {
   const gpuOk = await wrapperDir("gpu", { lspci, "nvidia-smi": smi, docker: runtimes('{"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}') });
   const gpuNoSmi = await wrapperDir("gpu-no-smi", { lspci });
   const gpuNoRuntime = await wrapperDir("gpu-no-runtime", { lspci, "nvidia-smi": smi, docker: runtimes('{"runc":{"path":"runc"}}') });
-  sshds.set(port.gpu, await startSshd(port.gpu, join(work, "host_key"), { PATH: `${gpuOk}:${STD_PATH}` }));
-  sshds.set(port.gpuNoSmi, await startSshd(port.gpuNoSmi, join(work, "host_key"), { PATH: `${gpuNoSmi}:${STD_PATH}` }));
-  sshds.set(port.gpuNoRuntime, await startSshd(port.gpuNoRuntime, join(work, "host_key"), { PATH: `${gpuNoRuntime}:${STD_PATH}` }));
+  await startHost(port.gpu, join(work, "host_key"), { PATH: `${gpuOk}:${STD_PATH}` });
+  await startHost(port.gpuNoSmi, join(work, "host_key"), { PATH: `${gpuNoSmi}:${STD_PATH}` });
+  await startHost(port.gpuNoRuntime, join(work, "host_key"), { PATH: `${gpuNoRuntime}:${STD_PATH}` });
   // A wedged driver: nvidia-smi never returns.
   const gpuHungSmi = await wrapperDir("gpu-hung-smi", { lspci, "nvidia-smi": "exec sleep 30" });
-  sshds.set(port.gpuHungSmi, await startSshd(port.gpuHungSmi, join(work, "host_key"), { PATH: `${gpuHungSmi}:${STD_PATH}` }));
+  await startHost(port.gpuHungSmi, join(work, "host_key"), { PATH: `${gpuHungSmi}:${STD_PATH}` });
   const arm = await wrapperDir("arm", { uname: 'if [ "$1" = "-sm" ]; then echo "Linux aarch64"; else exec /usr/bin/uname "$@"; fi' });
   const full = await wrapperDir("full", {
     df: 'if [ "$1" = "-Pk" ]; then echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; echo "/dev/small 1048576 997376 51200 96% /"; else exec /usr/bin/df "$@"; fi',
   });
   // A Docker CLI that never answers (a hung daemon): the check's deadline (5 s here) ends it.
   const hung = await wrapperDir("hung", { docker: "exec sleep 30" });
-  sshds.set(port.hungDocker, await startSshd(port.hungDocker, join(work, "host_key"), { PATH: `${hung}:${STD_PATH}` }));
-  sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
+  await startHost(port.hungDocker, join(work, "host_key"), { PATH: `${hung}:${STD_PATH}` });
+  await startHost(port.ok, join(work, "host_key"));
   // No Docker engine reachable from this host's sessions: its socket is somewhere else.
-  sshds.set(port.noDocker, await startSshd(port.noDocker, join(work, "host_key"), { DOCKER_HOST: "unix:///nonexistent/docker.sock" }));
-  sshds.set(port.arm, await startSshd(port.arm, join(work, "host_key"), { PATH: `${arm}:${STD_PATH}` }));
-  sshds.set(port.noSpace, await startSshd(port.noSpace, join(work, "host_key"), { PATH: `${full}:${STD_PATH}` }));
+  await startHost(port.noDocker, join(work, "host_key"), { DOCKER_HOST: "unix:///nonexistent/docker.sock" });
+  await startHost(port.arm, join(work, "host_key"), { PATH: `${arm}:${STD_PATH}` });
+  await startHost(port.noSpace, join(work, "host_key"), { PATH: `${full}:${STD_PATH}` });
   // Accepts TCP, never says a word of SSH.
   hang = createServer(() => {});
   await new Promise<void>((r) => hang.listen(port.hang, "127.0.0.1", r));
@@ -182,7 +146,7 @@ afterAll(async () => {
     // the fleet may not exist if setup failed
   }
   await server?.stop();
-  for (const c of sshds.values()) c.kill("SIGTERM");
+  await Promise.all([...sshds.values()].map((s) => s.stop()));
   hang?.close();
   if (work) await rm(work, { recursive: true, force: true });
 }, SLOW);
@@ -244,16 +208,16 @@ describe("SSH fleet hosts", () => {
     async () => {
       const was = fingerprint(join(work, "host_key.pub"));
       const now = fingerprint(join(work, "host_key_new.pub"));
-      await stopSshd(port.ok);
-      sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key_new")));
+      await stopHost(port.ok);
+      await startHost(port.ok, join(work, "host_key_new"));
       await apply();
       const message = `host key for 127.0.0.1:${port.ok} changed (was ${was}, now ${now}); if the host was reinstalled, remove it from the fleet, apply, then add it back`;
       const f = await waitFleet("sshh", (f) => f.instances[0]!.statusMessage !== "");
       expect(f.instances[0]!.statusMessage).toBe(message);
       expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
       // The old key back: the next apply passes the check and clears the message.
-      await stopSshd(port.ok);
-      sshds.set(port.ok, await startSshd(port.ok, join(work, "host_key")));
+      await stopHost(port.ok);
+      await startHost(port.ok, join(work, "host_key"));
       await apply();
       const g = await waitFleet("sshh", (f) => f.instances[0]!.statusMessage === "");
       expect(g.instances[0]!.status).toBe(InstanceStatus.IDLE);
@@ -289,8 +253,8 @@ describe("SSH fleet hosts", () => {
       // The jump host is reinstalled with a new key: the next try stops at the jump host.
       const was = fingerprint(join(work, "host_key_jump.pub"));
       const now = fingerprint(join(work, "host_key_new.pub"));
-      await stopSshd(jumpPort);
-      sshds.set(jumpPort, await startSshd(jumpPort, join(work, "host_key_new")));
+      await stopHost(jumpPort);
+      await startHost(jumpPort, join(work, "host_key_new"));
       await applyJ();
       const message = `host key for 127.0.0.1:${jumpPort} changed (was ${was}, now ${now}); if the host was reinstalled, remove it from the fleet, apply, then add it back`;
       const g = await waitFleet("sshj", (f) => f.instances[0]!.terminationReasonMessage !== noDocker && settled(f.instances[0]!));

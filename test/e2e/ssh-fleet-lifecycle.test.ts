@@ -3,10 +3,9 @@
 // A host's shim frozen (SIGSTOP) goes unreachable; killed, its restart loop starts it again and
 // the instance comes back by itself, and a task still runs there. A host removed from the YAML and applied
 // again leaves the fleet and is cleaned (shim stopped, install dir gone).
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,7 +15,8 @@ import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
 import { dstack, startCli, waitForOutput } from "../cli/run-cli.js";
 import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
-import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { sshKeygen, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const SLOW = 180_000;
 
@@ -24,43 +24,8 @@ let work: string;
 let server: TestServer & { where: ServerEnv };
 let client: Client;
 let cli: { home: string };
-const sshds: ChildProcess[] = [];
+const sshds: Sshd[] = [];
 const ports: number[] = [];
-
-async function startSshd(p: number): Promise<ChildProcess> {
-  const config = join(work, `sshd-${p}.conf`);
-  await writeFile(
-    config,
-    [
-      `Port ${p}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${join(work, "host_key")}`,
-      `AuthorizedKeysFile ${join(work, "authorized_keys")}`,
-      `PidFile ${join(work, `sshd-${p}.pid`)}`,
-      "UsePAM no",
-      "PermitRootLogin prohibit-password",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "StrictModes no",
-      "LogLevel ERROR",
-      "",
-    ].join("\n"),
-  );
-  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-  const child = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
-  let errText = "";
-  child.stderr!.on("data", (d: Buffer) => (errText += d.toString()));
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`sshd exited: ${errText}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = netConnect(p, "127.0.0.1");
-      s.once("connect", () => (s.destroy(), resolve(true)));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return child;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const pgrep = (pattern: string): string => {
   try {
@@ -97,17 +62,18 @@ beforeAll(async () => {
   await buildRunnerBundle({ log: () => {} });
   await buildShimBundle({ log: () => {} });
   work = await mkdtemp(join(tmpdir(), "dstack-ssh-life-"));
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "host_key")]);
+  sshKeygen(join(work, "host_key"));
   server = await startTestServer("sqlite", { args: process.env.SSH_FLEET_DEBUG ? ["--log-level", "info"] : [] });
   client = Client.fromConfig({ env: { HOME: server.where.home } });
   cli = { home: server.where.home };
   // The key lives in the CLI user's ~/.ssh: `~` is the user's home on the user's machine.
   mkdirSync(join(server.where.home, ".ssh"), { recursive: true });
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(server.where.home, ".ssh", "id_fleet")]);
+  sshKeygen(join(server.where.home, ".ssh", "id_fleet"));
   execFileSync("cp", [join(server.where.home, ".ssh", "id_fleet.pub"), join(work, "authorized_keys")]);
   for (let i = 0; i < 2; i++) {
-    ports.push(await freePort());
-    sshds.push(await startSshd(ports[i]!));
+    const sshd = await startSshd({ dir: work, hostKey: join(work, "host_key"), authorizedKeys: join(work, "authorized_keys") });
+    sshds.push(sshd);
+    ports.push(sshd.port);
   }
   proj = await mkdtemp(join(work, "proj-"));
 }, SLOW);
@@ -120,7 +86,7 @@ afterAll(async () => {
     // nothing to delete when setup failed
   }
   await server?.stop();
-  for (const p of sshds) p.kill("SIGTERM");
+  await Promise.all(sshds.map((s) => s.stop()));
   if (work) await rm(work, { recursive: true, force: true });
 }, SLOW);
 
@@ -221,7 +187,7 @@ describe("SSH fleet lifecycle", () => {
     "a host behind a proxy_jump is provisioned through it, with the jump host's key read by the CLI",
     async () => {
       const jumpKey = join(server.where.home, ".ssh", "id_jump");
-      execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", jumpKey]);
+      sshKeygen(jumpKey);
       await writeFile(join(work, "authorized_keys"), readFileSync(join(work, "authorized_keys"), "utf8") + readFileSync(`${jumpKey}.pub`, "utf8"));
       const yaml = [
         "type: fleet",

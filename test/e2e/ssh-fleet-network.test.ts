@@ -5,10 +5,9 @@
 // apply. The hosts are real sshd processes on loopback ports; the extra network is a Docker
 // bridge the test creates (10.213.77.0/24, the machine gets 10.213.77.1 on it). A two-node task
 // on the cluster gets those addresses in DSTACK_NODES_IPS / DSTACK_MASTER_NODE_IP.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,7 +19,8 @@ import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
 import { dstack } from "../cli/run-cli.js";
 import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
-import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { sshKeygen, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const SLOW = 180_000;
 const NET = "10.213.77.0/24";
@@ -30,44 +30,9 @@ const DOCKER_NET = `dstack-ssh-net-test-${process.pid}`;
 let work: string;
 let server: TestServer & { where: ServerEnv };
 let client: Client;
-const sshds: ChildProcess[] = [];
+const sshds: Sshd[] = [];
 const ports: number[] = [];
 const fleets: string[] = [];
-
-async function startSshd(p: number): Promise<ChildProcess> {
-  const config = join(work, `sshd-${p}.conf`);
-  await writeFile(
-    config,
-    [
-      `Port ${p}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${join(work, "host_key")}`,
-      `AuthorizedKeysFile ${join(work, "authorized_keys")}`,
-      `PidFile ${join(work, `sshd-${p}.pid`)}`,
-      "UsePAM no",
-      "PermitRootLogin prohibit-password",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "StrictModes no",
-      "LogLevel ERROR",
-      "",
-    ].join("\n"),
-  );
-  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-  const child = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
-  let errText = "";
-  child.stderr!.on("data", (d: Buffer) => (errText += d.toString()));
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`sshd exited: ${errText}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = netConnect(p, "127.0.0.1");
-      s.once("connect", () => (s.destroy(), resolve(true)));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return child;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function waitFleet(name: string, done: (f: Fleet) => boolean): Promise<Fleet> {
   for (;;) {
@@ -105,13 +70,14 @@ beforeAll(async () => {
   await buildRunnerBundle({ log: () => {} });
   await buildShimBundle({ log: () => {} });
   work = await mkdtemp(join(tmpdir(), "dstack-ssh-net-"));
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "host_key")]);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "id")]);
+  sshKeygen(join(work, "host_key"));
+  sshKeygen(join(work, "id"));
   execFileSync("cp", [join(work, "id.pub"), join(work, "authorized_keys")]);
   execFileSync("docker", ["network", "create", "--subnet", NET, "--gateway", NET_IP, DOCKER_NET], { stdio: "ignore" });
   for (let i = 0; i < 2; i++) {
-    ports.push(await freePort());
-    sshds.push(await startSshd(ports[i]!));
+    const sshd = await startSshd({ dir: work, hostKey: join(work, "host_key"), authorizedKeys: join(work, "authorized_keys") });
+    sshds.push(sshd);
+    ports.push(sshd.port);
   }
   server = await startTestServer("sqlite", { args: process.env.SSH_FLEET_DEBUG ? ["--log-level", "info"] : [] });
   client = Client.fromConfig({ env: { HOME: server.where.home } });
@@ -129,7 +95,7 @@ afterAll(async () => {
   }
   for (let i = 0; i < 60 && dirs.some((d) => existsSync(d)); i++) await new Promise((r) => setTimeout(r, 500));
   await server?.stop();
-  for (const p of sshds) p.kill("SIGTERM");
+  await Promise.all(sshds.map((s) => s.stop()));
   try {
     execFileSync("docker", ["network", "rm", DOCKER_NET], { stdio: "ignore" });
   } catch {

@@ -4,8 +4,8 @@
 // join token, shim started under a restart loop. Both instances become idle with host facts,
 // a third host with a key the servers refuse fails with its own error, tasks run on each host,
 // and deleting the fleet stops both shims and removes their install dirs.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, renameSync, statSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +18,8 @@ import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
 import { dstack, startCli, waitForOutput, type CliRun } from "../cli/run-cli.js";
 import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
-import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { sshKeygen, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const SLOW = 300_000;
 
@@ -26,45 +27,8 @@ let work: string;
 let server: TestServer & { where: ServerEnv };
 let client: Client;
 let cli: CliRun;
-const sshds: ChildProcess[] = [];
+const sshds: Sshd[] = [];
 const ports: number[] = [];
-
-async function startSshd(port: number): Promise<ChildProcess> {
-  const config = join(work, `sshd-${port}.conf`);
-  await writeFile(
-    config,
-    [
-      `Port ${port}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${join(work, "host_key")}`,
-      `AuthorizedKeysFile ${join(work, "authorized_keys")}`,
-      `PidFile ${join(work, `sshd-${port}.pid`)}`,
-      "UsePAM no",
-      "PermitRootLogin prohibit-password",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "StrictModes no",
-      "LogLevel ERROR",
-      "",
-    ].join("\n"),
-  );
-  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 }); // sshd's privilege separation dir
-  const p = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
-  let errText = "";
-  p.stderr!.on("data", (d: Buffer) => (errText += d.toString()));
-  // Ready once the port accepts connections.
-  const { connect } = await import("node:net");
-  for (;;) {
-    if (p.exitCode !== null) throw new Error(`sshd exited: ${errText}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, "127.0.0.1");
-      s.once("connect", () => (s.destroy(), resolve(true)));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return p;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Polls the fleet until `done` holds for it. */
 async function waitFleet(name: string, done: (f: Fleet) => boolean): Promise<Fleet> {
@@ -89,14 +53,12 @@ beforeAll(async () => {
   await buildRunnerBundle({ log: () => {} });
   await buildShimBundle({ log: () => {} });
   work = await mkdtemp(join(tmpdir(), "dstack-ssh-fleet-"));
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "host_key")]);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "id_good")]);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(work, "id_bad")]);
+  for (const k of ["host_key", "id_good", "id_bad"]) sshKeygen(join(work, k));
   execFileSync("sh", ["-c", `cp ${join(work, "id_good.pub")} ${join(work, "authorized_keys")}`]);
   for (let i = 0; i < 2; i++) {
-    const port = await freePort();
-    ports.push(port);
-    sshds.push(await startSshd(port));
+    const sshd = await startSshd({ dir: work, hostKey: join(work, "host_key"), authorizedKeys: join(work, "authorized_keys") });
+    sshds.push(sshd);
+    ports.push(sshd.port);
   }
   server = await startTestServer("sqlite", { args: process.env.SSH_FLEET_DEBUG ? ["--log-level", "info"] : [] });
   client = Client.fromConfig({ env: { HOME: server.where.home } });
@@ -105,7 +67,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.stop();
-  for (const p of sshds) p.kill("SIGTERM");
+  await Promise.all(sshds.map((s) => s.stop()));
   if (work) await rm(work, { recursive: true, force: true });
 });
 
