@@ -8,6 +8,11 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { FleetConfig } from "@dstack/proto";
+import { openDatabase, type Orm } from "../../server/src/db/database.js";
+import type { Services } from "../../server/src/services/index.js";
+import type { UserView } from "../../server/src/services/users.js";
+import { loadSettings } from "../../server/src/settings.js";
 import { createTestDatabase, type Dialect } from "../../server/src/testing/db.js";
 
 export { DIALECTS, type Dialect } from "../../server/src/testing/db.js";
@@ -186,4 +191,53 @@ export function localFleetReady(s: TestServer): Promise<void> {
     s.process.once("exit", () => fail(new Error(`the server exited:\n${s.stderr()}`)));
     check();
   });
+}
+
+/** What `seedServer`'s callback gets: the services on the env's database, acting as the admin. */
+export interface ServerSeed {
+  svc: Services;
+  admin: UserView;
+  orm: Orm;
+  /** Applies a fleet configuration (YAML) in project `main`. */
+  applyFleet(yaml: string): ReturnType<Services["fleets"]["apply"]>;
+  /** A new one-time join token for a shim into this fleet of project `main`. */
+  shimToken(fleetId: string): Promise<string>;
+}
+
+/**
+ * Prepares a server env before its real start: one start and stop (the server migrates the
+ * database and bootstraps the admin and project `main`), then `seed` writes through the services
+ * on the same database as the admin, as an admin would through the API (fleets, simulated hosts,
+ * secrets, join tokens). Resolves with seed's result and the admin token the env keeps.
+ */
+export async function seedServer<T>(where: ServerEnv, seed: (s: ServerSeed) => Promise<T>): Promise<{ seeded: T; adminToken: string }> {
+  const first = await startServer(where);
+  const code = await first.stop();
+  if (code !== 0) throw new Error(`the server's first start exited with ${code}:\n${first.stderr()}`);
+  // Loaded here, not at the top: most tests that start servers never seed one.
+  const [{ parseConfiguration }, { createServices }, { JoinTokens }, { Project }] = await Promise.all([
+    import("@dstack/proto"),
+    import("../../server/src/services/index.js"),
+    import("../../server/src/mesh/join-tokens.js"),
+    import("../../server/src/db/entities.js"),
+  ]);
+  const settings = loadSettings({ ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", ...where.env });
+  const orm = await openDatabase(settings.database);
+  try {
+    const svc = createServices(orm, settings);
+    const admin = await svc.users.authenticate(first.adminToken);
+    const seeded = await seed({
+      svc,
+      admin,
+      orm,
+      applyFleet: (yaml) => svc.fleets.apply(admin, "main", parseConfiguration(yaml, "fleet.dstack.yml") as FleetConfig),
+      shimToken: async (fleetId) => {
+        const project = await orm.em.fork().findOneOrFail(Project, { name: "main" });
+        return (await new JoinTokens(orm).create({ projectId: project.id, fleetId, kind: "shim" })).token;
+      },
+    });
+    return { seeded, adminToken: first.adminToken };
+  } finally {
+    await orm.close(true);
+  }
 }

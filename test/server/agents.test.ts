@@ -8,17 +8,12 @@ import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { parseConfiguration, toProtoConfiguration, type FleetConfig } from "@dstack/proto";
+import { parseConfiguration, toProtoConfiguration } from "@dstack/proto";
 import { JobState, RunnerRepoType, TaskNetworkMode, TaskState, type RunnerCommand, type ShimCommand } from "@dstack/proto/agent";
 import { InstanceService, InstanceStatus, JobStatus, JobTerminationReason, RepoType, RunService, RunStatus, RunTerminationReason, type Run } from "@dstack/proto/api";
 import { certificateFingerprint, identityUri } from "@dstack/proto/link";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openDatabase } from "../../server/src/db/database.js";
-import { Project } from "../../server/src/db/entities.js";
-import { JoinTokens } from "../../server/src/mesh/join-tokens.js";
-import { createServices } from "../../server/src/services/index.js";
-import { loadSettings } from "../../server/src/settings.js";
-import { createServerEnv, DIALECTS, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { createServerEnv, DIALECTS, seedServer, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { simHost, SimRunner, SimShim, until, type RunnerCall, type ShimCall } from "../helpers/sim-agents.js";
 
 type SubmitTask = Extract<ShimCommand["command"], { case: "submitTask" }>["value"];
@@ -87,23 +82,14 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
     where = await createServerEnv(dialect);
     // First start migrates and bootstraps; then a fleet, a secret, the code blob and a shim join
     // token are written through the services on the same database (as an admin would via the API).
-    const first = await startServer(where);
-    expect(await first.stop()).toBe(0);
-    const settings = loadSettings({ ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", ...where.env });
-    const orm = await openDatabase(settings.database);
-    let shimToken: string;
-    try {
-      const svc = createServices(orm, settings);
-      const actor = await svc.users.authenticate(first.adminToken);
-      const fleet = await svc.fleets.apply(actor, "main", parseConfiguration("type: fleet\nname: sim\nnodes: 0\n", "fleet.dstack.yml") as FleetConfig);
-      await svc.secrets.createOrUpdate(actor, "main", "HF_TOKEN", "s3cr3t-value");
-      await svc.code.upload(actor, "main", CODE_HASH, CODE);
-      const project = await orm.em.fork().findOneOrFail(Project, { name: "main" });
-      shimToken = (await new JoinTokens(orm).create({ projectId: project.id, fleetId: fleet.id, kind: "shim" })).token;
-      shimToken2 = (await new JoinTokens(orm).create({ projectId: project.id, fleetId: fleet.id, kind: "shim" })).token;
-    } finally {
-      await orm.close(true);
-    }
+    const { seeded: shimToken } = await seedServer(where, async (s) => {
+      const fleet = await s.applyFleet("type: fleet\nname: sim\nnodes: 0\n");
+      await s.svc.secrets.createOrUpdate(s.admin, "main", "HF_TOKEN", "s3cr3t-value");
+      await s.svc.code.upload(s.admin, "main", CODE_HASH, CODE);
+      const token = await s.shimToken(fleet.id);
+      shimToken2 = await s.shimToken(fleet.id);
+      return token;
+    });
     // Jobs of a host that stays away fail after 3 s here (120 s by default).
     server = await startServer(where, { env: { DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT: "3" } });
     const transport = createGrpcTransport({ baseUrl: server.url });

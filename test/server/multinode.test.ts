@@ -4,16 +4,11 @@
 // node gets the replica's addresses, its rank and the node count.
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { parseConfiguration, toProtoConfiguration, type FleetConfig } from "@dstack/proto";
+import { parseConfiguration, toProtoConfiguration } from "@dstack/proto";
 import { JobState, TaskState, type RunnerCommand, type ShimCommand } from "@dstack/proto/agent";
 import { JobStatus, JobTerminationReason, RunService, RunStatus, type Run } from "@dstack/proto/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openDatabase } from "../../server/src/db/database.js";
-import { Project } from "../../server/src/db/entities.js";
-import { JoinTokens } from "../../server/src/mesh/join-tokens.js";
-import { createServices } from "../../server/src/services/index.js";
-import { loadSettings } from "../../server/src/settings.js";
-import { createServerEnv, DIALECTS, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { createServerEnv, DIALECTS, seedServer, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { simHost, SimRunner, SimShim, until } from "../helpers/sim-agents.js";
 
 type SubmitTask = Extract<ShimCommand["command"], { case: "submitTask" }>["value"];
@@ -33,20 +28,10 @@ describe.each(DIALECTS)("multi-node tasks on %s", (dialect) => {
 
   beforeAll(async () => {
     where = await createServerEnv(dialect);
-    const first = await startServer(where);
-    expect(await first.stop()).toBe(0);
-    const settings = loadSettings({ ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", ...where.env });
-    const orm = await openDatabase(settings.database);
-    const tokens: string[] = [];
-    try {
-      const svc = createServices(orm, settings);
-      const actor = await svc.users.authenticate(first.adminToken);
-      const fleet = await svc.fleets.apply(actor, "main", parseConfiguration("type: fleet\nname: sim\nnodes: 0\n", "fleet.dstack.yml") as FleetConfig);
-      const project = await orm.em.fork().findOneOrFail(Project, { name: "main" });
-      for (let i = 0; i < 2; i++) tokens.push((await new JoinTokens(orm).create({ projectId: project.id, fleetId: fleet.id, kind: "shim" })).token);
-    } finally {
-      await orm.close(true);
-    }
+    const { seeded: tokens } = await seedServer(where, async (s) => {
+      const fleet = await s.applyFleet("type: fleet\nname: sim\nnodes: 0\n");
+      return [await s.shimToken(fleet.id), await s.shimToken(fleet.id)];
+    });
     server = await startServer(where);
     runs = createClient(RunService, createGrpcTransport({ baseUrl: server.url }));
     admin = { headers: { authorization: `Bearer ${server.adminToken}` } };

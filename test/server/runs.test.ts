@@ -7,7 +7,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { parseConfiguration, toProtoConfiguration, type FleetConfig } from "@dstack/proto";
+import { parseConfiguration, toProtoConfiguration } from "@dstack/proto";
 import {
   Availability,
   InstanceService,
@@ -21,11 +21,8 @@ import {
   type WatchRunsResponse,
 } from "@dstack/proto/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openDatabase } from "../../server/src/db/database.js";
-import { createServices } from "../../server/src/services/index.js";
 import type { InstanceView } from "../../server/src/services/fleets.js";
-import { loadSettings } from "../../server/src/settings.js";
-import { createServerEnv, DIALECTS, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { createServerEnv, DIALECTS, seedServer, startServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { dstack } from "../cli/run-cli.js";
 
 const exec = promisify(execFile);
@@ -106,27 +103,18 @@ describe.each(DIALECTS)("runs through the public API on %s", (dialect) => {
 
   beforeAll(async () => {
     where = await createServerEnv(dialect);
-    // 1. First start: the server migrates the database and bootstraps the admin and `main`.
-    const first = await startServer(where);
-    expect(await first.stop()).toBe(0);
-
-    // 2. A GPU host joins a fleet, written through the services on the same database. `blocks: auto`
+    // 1. First start (the server migrates the database and bootstraps the admin and `main`), then
+    // 2. a GPU host joins a fleet, written through the services on the same database. `blocks: auto`
     //    splits it into one block per GPU, so a task asking for `A100:1` fits half of it.
-    const settings = loadSettings({ ...process.env, DSTACK_SERVER_ADMIN_TOKEN: "", ...where.env });
-    const orm = await openDatabase(settings.database);
-    try {
-      const svc = createServices(orm, settings);
-      const actor = await svc.users.authenticate(first.adminToken);
-      const fleet = await svc.fleets.apply(actor, "main", parseConfiguration("type: fleet\nname: a100-fleet\nnodes: 0\nblocks: auto\n", "fleet.dstack.yml") as FleetConfig);
-      instance = await svc.fleets.registerInstance(fleet.id, HOST);
-    } finally {
-      await orm.close(true);
-    }
+    const { adminToken } = await seedServer(where, async (s) => {
+      const fleet = await s.applyFleet("type: fleet\nname: a100-fleet\nnodes: 0\nblocks: auto\n");
+      instance = await s.svc.fleets.registerInstance(fleet.id, HOST);
+    });
     expect(instance).toMatchObject({ name: "a100-fleet-0", fleetName: "a100-fleet", totalBlocks: 2, busyBlocks: 0 });
 
     // 3. Second start on the same env: the host is there, the admin token is the one saved at first start.
     server = await startServer(where);
-    expect(server.adminToken).toBe(first.adminToken);
+    expect(server.adminToken).toBe(adminToken);
     const transport = createGrpcTransport({ baseUrl: server.url });
     runs = createClient(RunService, transport);
     instances = createClient(InstanceService, transport);
