@@ -117,6 +117,7 @@ export class Job {
     this.stopping ??= { reason: reason || JobTerminationReason.TERMINATED_BY_SERVER, message };
     this.stopGraceMs = graceMs;
     this.abort.abort();
+    if (this.proc) this.deps.diag(graceMs > 0 ? `stopping: SIGTERM to the commands, SIGKILL after ${graceMs / 1000} s` : "stopping: SIGTERM and SIGKILL to the commands at once");
     if (this.proc) void this.proc.stop(graceMs);
     else if (!this.started) this.finishStopped();
   }

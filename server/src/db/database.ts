@@ -68,6 +68,9 @@ export async function openDatabase(db: DatabaseSettings): Promise<Orm> {
     if (db.dialect === "sqlite") {
       // WAL lets readers proceed while the scheduler writes; FKs are off by default in SQLite.
       await orm.em.getConnection().execute("pragma journal_mode = wal");
+      // In WAL mode NORMAL syncs at checkpoints, not at every commit: the database stays
+      // consistent after a crash, and a power cut can lose only the last commits (SQLite's own advice for WAL).
+      await orm.em.getConnection().execute("pragma synchronous = normal");
       await orm.em.getConnection().execute("pragma foreign_keys = on");
       await orm.em.getConnection().execute("pragma busy_timeout = 5000");
     }
