@@ -2,7 +2,7 @@
 // `<dir>/<sha256>`: resumes from what already arrived after a cut, checks size and SHA-256, and
 // reuses a verified file on a runner restart.
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, openSync, closeSync, renameSync, statSync, writeSync, rmSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, openSync, closeSync, renameSync, statSync, writeFileSync, writeSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { CodeService } from "@dstack/proto/agent";
@@ -20,6 +20,8 @@ export interface DownloadOptions {
   signal?: AbortSignal;
   /** Told about each retry (runner diagnostics). */
   onRetry?(attempt: number, error: unknown, offset: number): void;
+  /** The blob as SubmitJob carried it (small blobs): used when it hashes to `sha256`, else downloaded. */
+  inline?: Uint8Array;
 }
 
 export class DownloadError extends Error {
@@ -39,6 +41,11 @@ export async function downloadBlob(o: DownloadOptions): Promise<string> {
   const final = join(o.dir, sha);
   const part = `${final}.part`;
   if (existsSync(final) && (await hashFile(final)).digest("hex") === sha) return final;
+  if (o.inline?.length && createHash("sha256").update(o.inline).digest("hex") === sha) {
+    writeFileSync(part, o.inline);
+    renameSync(part, final);
+    return final;
+  }
   const backoff: BackoffOptions = { initialMs: 200, maxMs: 5_000, ...o.backoff };
   const attempts = o.attempts ?? 8;
   for (let attempt = 0; ; attempt++) {

@@ -135,7 +135,7 @@ export class Job {
         if (this.stopping) break;
         if (!a.archive) continue;
         const dest = resolve(this.workingDir, expandHome(a.path, this.user.home));
-        const file = await this.download(a.archive.sha256, Number(a.archive.sizeBytes));
+        const file = await this.download(a.archive.sha256, Number(a.archive.sizeBytes), a.archive.inline);
         this.deps.diag(`extracting files archive ${a.archive.sha256.slice(0, 12)} into ${dest}`);
         await extractArchive(file, dest, { ...owner, onWarn: (m) => this.deps.diag(`tar: ${m}`) });
       }
@@ -209,7 +209,7 @@ export class Job {
     const repo = this.spec.repo;
     const code = this.spec.code;
     if (repo?.type === RunnerRepoType.REMOTE) {
-      const diff = code?.sha256 ? await this.download(code.sha256, Number(code.sizeBytes)) : undefined;
+      const diff = code?.sha256 ? await this.download(code.sha256, Number(code.sizeBytes), code.inline) : undefined;
       this.deps.diag(`cloning ${repo.cloneUrl.replace(/\/\/[^@/]*@/, "//")} into ${this.repoDir}`);
       const how = await prepareGitRepo(repo, this.repoDir, { diffFile: diff, keyDir: this.deps.scratchDir, env: { ...(this.deps.containerEnv ?? process.env), HOME: this.user.home }, log: (t) => this.deps.output(LogStream.RUNNER, Buffer.from(t)) });
       if (how === "skipped") this.deps.diag(`${this.repoDir} exists; keeping it (if_exists: skip)`);
@@ -217,16 +217,17 @@ export class Job {
       return;
     }
     if (code?.sha256) {
-      const file = await this.download(code.sha256, Number(code.sizeBytes));
+      const file = await this.download(code.sha256, Number(code.sizeBytes), code.inline);
       this.deps.diag(`extracting code ${code.sha256.slice(0, 12)} into ${this.repoDir}`);
       await extractArchive(file, this.repoDir, { ...owner, onWarn: (m) => this.deps.diag(`tar: ${m}`) });
     }
   }
 
-  private download(sha256: string, sizeBytes: number): Promise<string> {
+  private download(sha256: string, sizeBytes: number, inline?: Uint8Array): Promise<string> {
     return downloadBlob({
       sha256,
       sizeBytes,
+      ...(inline?.length ? { inline } : {}),
       dir: this.deps.blobDir,
       connect: this.deps.connect,
       signal: this.abort.signal,

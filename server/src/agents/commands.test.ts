@@ -97,6 +97,15 @@ describe("agent commands", () => {
     expect(j.clusterInfo).toMatchObject({ jobIps: ["10.1.0.7"], masterJobIp: "10.1.0.7", gpusPerJob: 4, nodeRank: 0, nodesNum: 1, gpusNum: 4 });
   });
 
+  it("SubmitJob carries a small blob inline when the dispatcher read it, else only its reference", () => {
+    const v = view("image: img\ncommands: [a]\n", { blobSizes: { abc: 3 } }, { repoCodeHash: "abc" });
+    const inline = submitJobCommand(v, { env: {}, secrets: {}, inlineBlobs: { abc: new Uint8Array([1, 2, 3]) } });
+    expect(inline.code).toMatchObject({ sha256: "abc", sizeBytes: 3n, inline: new Uint8Array([1, 2, 3]) });
+    const referenced = submitJobCommand(v, { env: {}, secrets: {} });
+    expect(referenced.code).toMatchObject({ sha256: "abc", sizeBytes: 3n });
+    expect(referenced.code?.inline.length).toBe(0);
+  });
+
   it("SubmitJob asks for a terminal for dev environments only (where a person attaches)", () => {
     const dev = buildJobSpecs("dev", parseConfiguration("type: dev-environment\nide: vscode\n", ".dstack.yml") as RunConfig, {})[0]!;
     expect(submitJobCommand({ ...view("image: img\n"), spec: dev }, { env: {}, secrets: {} }).tty).toBe(true);

@@ -140,10 +140,13 @@ export function submitTaskCommand(
 const REPO_TYPES = { remote: RunnerRepoType.REMOTE, local: RunnerRepoType.LOCAL, virtual: RunnerRepoType.VIRTUAL } as const;
 
 /** SubmitJob for the runner: `env` already has secrets interpolated; `secrets` are the referenced ones. */
-export function submitJobCommand(v: JobAgentView, o: { env: Record<string, string>; secrets: Record<string, string>; userSshKeys?: readonly string[] }): SubmitJobCommand {
+export function submitJobCommand(
+  v: JobAgentView,
+  o: { env: Record<string, string>; secrets: Record<string, string>; userSshKeys?: readonly string[]; inlineBlobs?: Readonly<Record<string, Uint8Array>> },
+): SubmitJobCommand {
   const s = v.spec;
   const user = s.user ? parseUnixUser(s.user) : null;
-  const blob = (hash: string) => ({ sha256: hash, sizeBytes: BigInt(v.blobSizes[hash] ?? 0) });
+  const blob = (hash: string) => ({ sha256: hash, sizeBytes: BigInt(v.blobSizes[hash] ?? 0), ...(o.inlineBlobs?.[hash] ? { inline: o.inlineBlobs[hash] } : {}) });
   const gpusPerJob = gpusOf(v);
   const nodes = Math.max(1, s.jobsPerReplica);
   const repo = s.repo ?? { type: "virtual", ifExists: "error" };

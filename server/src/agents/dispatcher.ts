@@ -45,7 +45,7 @@ const SILENT: AgentLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 export interface DispatcherOptions {
   /** `users` (optional) gives the submitting user's SSH keys, which every task's container accepts. */
-  services: Pick<Services, "jobs" | "fleets" | "secrets" | "bus"> & Partial<Pick<Services, "users">>;
+  services: Pick<Services, "jobs" | "fleets" | "secrets" | "bus"> & Partial<Pick<Services, "users" | "code">>;
   links: Links;
   joinTokens: Pick<JoinTokens, "create">;
   /** The agent CA, PEM: runners pin it. */
@@ -86,6 +86,9 @@ const RUNNING_TASK = new Set([TaskState.PREPARING, TaskState.PULLING, TaskState.
 const REMOVED_MEMORY = 10_000;
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** Blobs up to this size ride inside SubmitJob (a `files:` mapping or code of a few files). */
+const INLINE_BLOB_BYTES = 256 * 1024;
 
 export class Dispatcher {
   private readonly o: Required<Omit<DispatcherOptions, "onHostReport" | "issueRunnerIdentity" | "linkedElsewhere">> & Pick<DispatcherOptions, "onHostReport" | "issueRunnerIdentity" | "linkedElsewhere">;
@@ -582,7 +585,8 @@ export class Dispatcher {
       const env = Object.fromEntries(Object.entries(v.spec.env).map(([k, val]) => [k, interpolateSecrets(val, secrets)]));
       const runner = this.o.links.runner(v.id);
       this.log.debug({ job: v.id }, "submitting job to the runner");
-      await runner.call({ case: "submitJob", value: submitJobCommand(v, { env, secrets, userSshKeys: await this.userSshKeys(v) }) }, { deadlineMs: this.o.callDeadlineMs, signal: this.halt.signal });
+      const command = submitJobCommand(v, { env, secrets, userSshKeys: await this.userSshKeys(v), inlineBlobs: await this.smallBlobs(v) });
+      await runner.call({ case: "submitJob", value: command }, { deadlineMs: this.o.callDeadlineMs, signal: this.halt.signal });
       this.jobSubmitted.add(v.id);
       if (v.status === JobStatus.PROVISIONING) await this.report(v.id, JobStatus.PULLING); // its container runs
     } catch (e) {
@@ -593,6 +597,26 @@ export class Dispatcher {
     } finally {
       this.submittingJob.delete(v.id);
     }
+  }
+
+  /**
+   * The job's code and `files:` archives up to INLINE_BLOB_BYTES, to send inside SubmitJob: the
+   * runner then skips a download (its own TLS connection and stream) before the commands start.
+   */
+  private async smallBlobs(v: JobAgentView): Promise<Record<string, Uint8Array>> {
+    const out: Record<string, Uint8Array> = {};
+    const code = this.o.services.code;
+    if (!code) return out;
+    for (const [hash, size] of Object.entries(v.blobSizes)) {
+      if (size > INLINE_BLOB_BYTES) continue;
+      try {
+        const bytes = await code.get(v.projectId, hash);
+        if (bytes) out[hash] = bytes;
+      } catch (e) {
+        this.log.debug({ job: v.id, err: message(e) }, "reading a small blob failed; the runner downloads it");
+      }
+    }
+    return out;
   }
 
   private async onRunnerJobState(jobId: string, ev: JobStateChanged): Promise<void> {
