@@ -170,6 +170,8 @@ if [ "${DSTACK_SETUP_SKIP_PG:-0}" != 1 ]; then
   runuser -u postgres -- psql -q -X -v ON_ERROR_STOP=1 -d postgres >/dev/null <<'SQL'
 SELECT 'CREATE ROLE dstack LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dstack')\gexec
 ALTER ROLE dstack WITH LOGIN CREATEDB PASSWORD 'dstack';
+-- The tests drop their databases WITH (FORCE), which must also end an autovacuum worker there.
+GRANT pg_signal_backend TO dstack;
 SELECT 'CREATE DATABASE dstack_test OWNER dstack' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'dstack_test')\gexec
 ALTER DATABASE dstack_test OWNER TO dstack;
 SQL

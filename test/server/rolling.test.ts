@@ -128,7 +128,7 @@ describe("re-applying an active run", () => {
       expect(replicas(one).find((x) => x.replica === 1)!.sub.status).toBe(JobStatus.RUNNING);
       expect(one.status).toBe(RunStatus.RUNNING);
 
-      await dstack(["stop", SVC, "-x", "-y"], cli);
+      expect(await dstack(["stop", SVC, "-x", "-y"], cli)).toMatchObject({ code: 0, stdout: "Aborted\n" });
       await runUntil(SVC, (r) => r.status === RunStatus.TERMINATED, "stopped");
     },
     SLOW,
@@ -148,7 +148,7 @@ describe("re-applying an active run", () => {
       const after = await client.runs.get(TSK);
       expect(after.id).not.toBe(before.id);
       expect(after.jobs[0]!.jobSpec!.commands).toContain("echo two");
-      await dstack(["stop", TSK, "-x", "-y"], cli);
+      expect(await dstack(["stop", TSK, "-x", "-y"], cli)).toMatchObject({ code: 0, stdout: "Aborted\n" });
       await runUntil(TSK, (r) => r.status === RunStatus.TERMINATED, "stopped");
     },
     SLOW,

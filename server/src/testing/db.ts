@@ -45,6 +45,23 @@ export async function withAdminConnection<T>(fn: (orm: Orm) => Promise<T>, url =
   }
 }
 
+/**
+ * Drops a test database, ending what is connected to it. An autovacuum worker may be there; a
+ * role without pg_signal_backend (setup.sh grants it) cannot end one, so a refusal is retried
+ * while the worker finishes.
+ */
+async function dropDatabase(name: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await withAdminConnection((orm) => orm.em.getConnection().execute(`drop database if exists "${name}" with (force)`));
+      return;
+    } catch (e) {
+      if (attempt >= 10 || !/pg_signal_backend|being accessed by other users/.test(e instanceof Error ? e.message : String(e))) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
 /** A fresh database (not yet migrated) of the given dialect. */
 export async function createTestDatabase(dialect: Dialect, dir: string): Promise<{ db: DatabaseSettings; drop(): Promise<void> }> {
   if (dialect === "sqlite") return { db: { dialect, path: join(dir, "data", "sqlite.db") }, drop: async () => {} };
@@ -54,7 +71,7 @@ export async function createTestDatabase(dialect: Dialect, dir: string): Promise
   url.pathname = `/${name}`;
   return {
     db: { dialect, url: url.toString() },
-    drop: () => withAdminConnection((orm) => orm.em.getConnection().execute(`drop database if exists "${name}" with (force)`)).then(() => {}),
+    drop: () => dropDatabase(name),
   };
 }
 
