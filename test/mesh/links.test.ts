@@ -183,6 +183,31 @@ describe("mesh: links", () => {
     proxy.close();
   });
 
+  it("a stalled event loop (a long task, a GC pause) makes neither end give up on the other", async () => {
+    const { home, instanceId } = await enrollShim(f);
+    const shim = simShim(home, [], { heartbeatIntervalMs: 100 });
+    await shim.link.waitConnected();
+    let drops = 0;
+    shim.link.on("disconnected", () => drops++);
+    const onServerDrop = (l: { id: string }) => l.id === instanceId && drops++;
+    f.mesh.links.on("disconnected", onServerDrop);
+    try {
+      // Both ends live in this process: 1.5 s of synchronous work is longer than the server's
+      // idle close (10 × 100 ms) and the agent's watchdog (3 × 100 ms). The first timers to fire
+      // afterwards must not read the unread heartbeats as silence.
+      const until = Date.now() + 1500;
+      while (Date.now() < until);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(drops).toBe(0);
+      expect(shim.link.connected).toBe(true);
+      expect(f.mesh.links.shim(instanceId).connected).toBe(true);
+      await expect(f.mesh.links.shim(instanceId).call(ping())).resolves.toBeDefined();
+    } finally {
+      f.mesh.links.off("disconnected", onServerDrop);
+      await shim.link.close();
+    }
+  });
+
   it("a busy link carries no heartbeats: commands one way and replies the other prove both ends alive", async () => {
     const { home, instanceId } = await enrollShim(f);
     const shim = simShim(home, [], { heartbeatIntervalMs: 100 });

@@ -18,9 +18,11 @@ const MB = 1024 * 1024;
 /** A TCP server for the test; `conns` counts open connections. */
 async function tcpServer(onConn: (s: net.Socket) => void): Promise<{ port: number; server: net.Server; conns: () => number; close(): Promise<void> }> {
   let open = 0;
+  const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     open++;
-    s.once("close", () => open--);
+    sockets.add(s);
+    s.once("close", () => (open--, sockets.delete(s)));
     s.on("error", () => {});
     onConn(s);
   });
@@ -29,7 +31,8 @@ async function tcpServer(onConn: (s: net.Socket) => void): Promise<{ port: numbe
     port: (server.address() as net.AddressInfo).port,
     server,
     conns: () => open,
-    close: () => new Promise((r) => server.close(() => r())),
+    // Ends what a failed test left open too, so the suite's clean-up never waits on it.
+    close: () => new Promise((r) => (server.close(() => r()), sockets.forEach((s) => s.destroy()))),
   };
 }
 

@@ -165,9 +165,15 @@ class Client<K extends AgentKindName> extends EventEmitter<LinkClientEvents> imp
           const missed = this.o.missedHeartbeats ?? 3;
           const beat = (every: number) => {
             if (timer) clearInterval(timer);
+            let lastTick = Date.now();
             timer = setInterval(() => {
+              const now = Date.now();
+              // A tick that comes late means this process was busy (GC, a long task): what the
+              // server sent meanwhile is still unread, so silence is judged on the next tick.
+              const stalled = now - lastTick > every * 1.5;
+              lastTick = now;
               // A silent server may be a half-open TCP connection: only our own watchdog notices.
-              if (Date.now() - lastHeard > every * missed) abort.abort(new Error(`no message from the server for ${Date.now() - lastHeard} ms`));
+              if (!stalled && now - lastHeard > every * missed) abort.abort(new Error(`no message from the server for ${now - lastHeard} ms`));
               // A reply or event sent within the period already told the server this agent is alive.
               else if (Date.now() - this.lastSentAt >= every) out.push(this.envelope("heartbeat", create(HeartbeatSchema, { sentAt: timestampNow() })));
             }, every);

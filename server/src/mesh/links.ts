@@ -215,6 +215,8 @@ export class Links extends EventEmitter<LinkEvents> {
   private readonly agents = new Map<string, AgentLink>();
   private sweeper: NodeJS.Timeout | null = null;
   private live = 0;
+  private tickMs = 1000;
+  private lastSweepAt = Date.now();
 
   constructor(readonly settings: LinkSettings = DEFAULT_LINK_SETTINGS) {
     super();
@@ -222,6 +224,7 @@ export class Links extends EventEmitter<LinkEvents> {
     // links that are due, so heartbeats spread over the period instead of 10,000 leaving in one
     // burst that stalls the event loop (and every reverse call) once per period.
     const tick = Math.max(10, Math.min(1000, Math.floor(settings.heartbeatIntervalMs / 10)));
+    this.tickMs = tick;
     this.sweeper = setInterval(() => this.sweep(), tick);
     this.sweeper.unref();
   }
@@ -304,6 +307,10 @@ export class Links extends EventEmitter<LinkEvents> {
 
   private sweep(): void {
     const now = Date.now();
+    // A sweep that comes late means the event loop was busy (GC, a long task): messages that
+    // arrived meanwhile are still unread, so no link is judged silent until the next sweep.
+    const stalled = now - this.lastSweepAt > this.tickMs * 3;
+    this.lastSweepAt = now;
     const { missedHeartbeats, idleCloseHeartbeats } = this.settings;
     for (const link of this.agents.values()) {
       if (now < link.nextBeatAt) continue;
@@ -318,6 +325,7 @@ export class Links extends EventEmitter<LinkEvents> {
       // A command or cancel sent within the period already told the agent the server is alive.
       if (link.session && (stretch || now - link.lastSentAt >= hb)) link.heartbeat(stretch ? Math.round(hb / 1000) : 0);
       const silent = now - link.lastSeenAt;
+      if (stalled) continue;
       if (link.reachable && silent > hb * missedHeartbeats) {
         link.reachable = false;
         this.emit("unreachable", link);
