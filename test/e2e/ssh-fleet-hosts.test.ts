@@ -22,7 +22,7 @@ import { Client } from "../../cli/src/index.js";
 import { withSshKeys } from "../../cli/src/commands/fleet-apply.js";
 import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
-import { freePort, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { freePort, startTestServer, type ServerEnv, type TestServer, waitFleet } from "../helpers/server.js";
 import { sshKeygen, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const SLOW = 180_000;
@@ -69,14 +69,6 @@ async function wrapperDir(name: string, scripts: Record<string, string>): Promis
 
 const fingerprint = (pub: string) => execFileSync("ssh-keygen", ["-l", "-E", "sha256", "-f", pub], { encoding: "utf8" }).split(" ")[1]!;
 
-async function waitFleet(name: string, done: (f: Fleet) => boolean): Promise<Fleet> {
-  for (;;) {
-    const f = await client.fleets.get(name);
-    if (done(f)) return f;
-    if (server.process.exitCode !== null) throw new Error(`the server exited:\n${server.stderr()}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 const fleetYaml = () =>
   [
@@ -158,7 +150,7 @@ describe("SSH fleet hosts", () => {
     "each broken host fails alone with a precise message while the good one provisions",
     async () => {
       await apply();
-      const f = await waitFleet("sshh", (f) => f.instances.length === HOSTS && f.instances.every(settled));
+      const f = await waitFleet(client, server, "sshh", (f) => f.instances.length === HOSTS && f.instances.every(settled));
       const byPort = (p: number) => f.instances.find((i) => i.name === `sshh-${Object.values(port).indexOf(p)}`)!;
       expect(byPort(port.ok).status).toBe(InstanceStatus.IDLE);
       expect(byPort(port.ok).statusMessage).toBe("");
@@ -195,7 +187,7 @@ describe("SSH fleet hosts", () => {
       const shimJs = join(ownDirs[0]!, "shim-bundle", "shim.js");
       const stamp = [statSync(marker).mtimeMs, statSync(shimJs).mtimeMs];
       await apply();
-      const f = await waitFleet("sshh", (f) => f.instances.length === HOSTS && f.instances.every(settled));
+      const f = await waitFleet(client, server, "sshh", (f) => f.instances.length === HOSTS && f.instances.every(settled));
       expect(f.instances[0]!.id).toBe(before.id);
       expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
       expect([statSync(marker).mtimeMs, statSync(shimJs).mtimeMs]).toEqual(stamp);
@@ -212,14 +204,14 @@ describe("SSH fleet hosts", () => {
       await startHost(port.ok, join(work, "host_key_new"));
       await apply();
       const message = `host key for 127.0.0.1:${port.ok} changed (was ${was}, now ${now}); if the host was reinstalled, remove it from the fleet, apply, then add it back`;
-      const f = await waitFleet("sshh", (f) => f.instances[0]!.statusMessage !== "");
+      const f = await waitFleet(client, server, "sshh", (f) => f.instances[0]!.statusMessage !== "");
       expect(f.instances[0]!.statusMessage).toBe(message);
       expect(f.instances[0]!.status).toBe(InstanceStatus.IDLE);
       // The old key back: the next apply passes the check and clears the message.
       await stopHost(port.ok);
       await startHost(port.ok, join(work, "host_key"));
       await apply();
-      const g = await waitFleet("sshh", (f) => f.instances[0]!.statusMessage === "");
+      const g = await waitFleet(client, server, "sshh", (f) => f.instances[0]!.statusMessage === "");
       expect(g.instances[0]!.status).toBe(InstanceStatus.IDLE);
     },
     SLOW,
@@ -248,7 +240,7 @@ describe("SSH fleet hosts", () => {
       const applyJ = () => client.fleets.apply(withSshKeys(parseConfiguration(yaml, "jump.dstack.yml") as FleetConfig, "jump.dstack.yml", { cwd: work, env: process.env }));
       await applyJ();
       const noDocker = `no Docker engine answers on root@127.0.0.1:${port.noDocker}: Cannot connect to the Docker daemon at unix:///nonexistent/docker.sock. Is the docker daemon running?`;
-      const f = await waitFleet("sshj", (f) => f.instances.length === 1 && settled(f.instances[0]!));
+      const f = await waitFleet(client, server, "sshj", (f) => f.instances.length === 1 && settled(f.instances[0]!));
       expect(f.instances[0]!.terminationReasonMessage).toBe(noDocker);
       // The jump host is reinstalled with a new key: the next try stops at the jump host.
       const was = fingerprint(join(work, "host_key_jump.pub"));
@@ -257,7 +249,7 @@ describe("SSH fleet hosts", () => {
       await startHost(jumpPort, join(work, "host_key_new"));
       await applyJ();
       const message = `host key for 127.0.0.1:${jumpPort} changed (was ${was}, now ${now}); if the host was reinstalled, remove it from the fleet, apply, then add it back`;
-      const g = await waitFleet("sshj", (f) => f.instances[0]!.terminationReasonMessage !== noDocker && settled(f.instances[0]!));
+      const g = await waitFleet(client, server, "sshj", (f) => f.instances[0]!.terminationReasonMessage !== noDocker && settled(f.instances[0]!));
       expect(g.instances[0]!.terminationReasonMessage).toBe(message);
       expect(g.instances[0]!.status).toBe(InstanceStatus.TERMINATED);
       await client.fleets.delete("sshj");

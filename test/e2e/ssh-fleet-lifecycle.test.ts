@@ -9,13 +9,13 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { InstanceStatus, type Fleet } from "@dstack/proto/api";
+import { InstanceStatus } from "@dstack/proto/api";
 import { Client } from "../../cli/src/index.js";
 import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
 import { dstack, startCli, waitForOutput } from "../cli/run-cli.js";
 import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
-import { startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { startTestServer, type ServerEnv, type TestServer, waitFleet } from "../helpers/server.js";
 import { sshKeygen, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const SLOW = 180_000;
@@ -43,14 +43,6 @@ const pgrepChildren = (ppid: string): string => {
   }
 };
 
-async function waitFleet(name: string, done: (f: Fleet) => boolean, pollMs = 500): Promise<Fleet> {
-  for (;;) {
-    const f = await client.fleets.get(name);
-    if (done(f)) return f;
-    if (server.process.exitCode !== null) throw new Error(`the server exited:\n${server.stderr()}`);
-    await new Promise((r) => setTimeout(r, pollMs));
-  }
-}
 
 const fleetYaml = (hostPorts: number[]) =>
   ["type: fleet", "name: sshl", "ssh_config:", "  user: root", "  identity_file: ~/.ssh/id_fleet", "  hosts:", ...hostPorts.flatMap((p) => ["    - hostname: 127.0.0.1", `      port: ${p}`]), ""].join("\n");
@@ -132,11 +124,11 @@ describe("SSH fleet lifecycle", () => {
       expect(before).toMatch(/^\d+$/);
       // Frozen, it misses heartbeats: the instance turns unreachable (and keeps its status).
       process.kill(Number(before), "SIGSTOP");
-      const lost = await waitFleet("sshl", (f) => f.instances[0]!.unreachable);
+      const lost = await waitFleet(client, server, "sshl", (f) => f.instances[0]!.unreachable);
       expect(lost.instances[0]!.status).toBe(InstanceStatus.IDLE);
       // Killed, it is started again by the loop and links back by itself.
       process.kill(Number(before), "SIGKILL");
-      const back = await waitFleet("sshl", (f) => !f.instances[0]!.unreachable && f.instances[0]!.status === InstanceStatus.IDLE);
+      const back = await waitFleet(client, server, "sshl", (f) => !f.instances[0]!.unreachable && f.instances[0]!.status === InstanceStatus.IDLE);
       const after = shimOf(dirs[0]!);
       expect(after).toMatch(/^\d+$/);
       expect(after).not.toBe(before);
@@ -173,7 +165,7 @@ describe("SSH fleet lifecycle", () => {
       for (let i = 0; readFileSync(join(dir, "install.sha256"), "utf8").startsWith("0000") && i < 100; i++) await new Promise((r) => setTimeout(r, 200));
       expect(readFileSync(join(dir, "install.sha256"), "utf8")).toMatch(/^[0-9a-f]{64}\n$/);
       expect(readFileSync(join(dir, "install.sha256"), "utf8").startsWith("0000")).toBe(false);
-      const f = await waitFleet("sshl", (f) => {
+      const f = await waitFleet(client, server, "sshl", (f) => {
         const pid = existsSync(join(dir, "supervisor.pid")) ? pgrepChildren(readFileSync(join(dir, "supervisor.pid"), "utf8").trim()) : "";
         return /^\d+$/.test(pid) && pid !== shimBefore && f.instances[0]!.status === InstanceStatus.IDLE && !f.instances[0]!.unreachable;
       });
@@ -226,7 +218,7 @@ describe("SSH fleet lifecycle", () => {
       await writeFile(join(proj, "fleet.dstack.yml"), fleetYaml([ports[0]!]));
       const r = await dstack(["apply", "-y", "-f", "fleet.dstack.yml"], { ...cli, cwd: proj });
       expect(r.code).toBe(0);
-      const f = await waitFleet("sshl", (f) => f.instances.length === 1);
+      const f = await waitFleet(client, server, "sshl", (f) => f.instances.length === 1);
       expect(f.instances[0]!.sshHost).toBe(`root@127.0.0.1:${ports[0]}`);
       for (;;) {
         if (!existsSync(dirs[1]!) && pgrep(`${dirs[1]}/`) === "") break;

@@ -19,7 +19,7 @@ import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
 import { dstack } from "../cli/run-cli.js";
 import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
-import { startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { startTestServer, type ServerEnv, type TestServer, waitFleet } from "../helpers/server.js";
 import { sshKeygen, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const SLOW = 180_000;
@@ -34,14 +34,6 @@ const sshds: Sshd[] = [];
 const ports: number[] = [];
 const fleets: string[] = [];
 
-async function waitFleet(name: string, done: (f: Fleet) => boolean): Promise<Fleet> {
-  for (;;) {
-    const f = await client.fleets.get(name);
-    if (done(f)) return f;
-    if (server.process.exitCode !== null) throw new Error(`the server exited:\n${server.stderr()}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 const settled = (i: Fleet["instances"][number]) => i.status === InstanceStatus.IDLE || i.status === InstanceStatus.TERMINATED;
 
@@ -109,7 +101,7 @@ describe("SSH fleet networks", () => {
     "network picks each host's address in it; a host's blocks split it; cluster hosts in one network provision",
     async () => {
       await apply("sshn", { placement: "cluster", ssh: [`network: ${NET}`], hostExtra: [["blocks: 2"], []] });
-      const f = await waitFleet("sshn", (f) => f.instances.length === 2 && f.instances.every((i) => settled(i) && (i.status === InstanceStatus.TERMINATED || i.internalIp !== "")));
+      const f = await waitFleet(client, server, "sshn", (f) => f.instances.length === 2 && f.instances.every((i) => settled(i) && (i.status === InstanceStatus.TERMINATED || i.internalIp !== "")));
       expect(f.instances.map((i) => [i.status, i.internalIp, i.totalBlocks])).toEqual([
         [InstanceStatus.IDLE, NET_IP, 2],
         [InstanceStatus.IDLE, NET_IP, 1],
@@ -159,14 +151,14 @@ describe("SSH fleet networks", () => {
       // Both addresses belong to the machine, but to different networks.
       await apply("sshc", { placement: "cluster", hostExtra: [[`internal_ip: ${NET_IP}`], ["internal_ip: 172.17.0.1"]] });
       await apply("sshx", { ssh: ["network: 10.99.99.0/24"] });
-      const c = await waitFleet("sshc", (f) => f.instances.length === 2 && f.instances.every(settled));
+      const c = await waitFleet(client, server, "sshc", (f) => f.instances.length === 2 && f.instances.every(settled));
       const failed = c.instances.filter((i) => i.status === InstanceStatus.TERMINATED);
       expect(failed).toHaveLength(1);
       expect(c.instances.filter((i) => i.status === InstanceStatus.IDLE)).toHaveLength(1);
       expect(failed[0]!.terminationReasonMessage).toMatch(
         /^placement: cluster needs every host in one network: root@127\.0\.0\.1:\d+ is in (10\.213\.77\.0\/24|172\.17\.0\.0\/16), root@127\.0\.0\.1:\d+ in (10\.213\.77\.0\/24|172\.17\.0\.0\/16); set ssh_config\.network \(or internal_ip per host\) to the network they share$/,
       );
-      const x = await waitFleet("sshx", (f) => f.instances.length === 2 && f.instances.every(settled));
+      const x = await waitFleet(client, server, "sshx", (f) => f.instances.length === 2 && f.instances.every(settled));
       for (const [n, i] of x.instances.entries()) {
         expect(i.status).toBe(InstanceStatus.TERMINATED);
         expect(i.terminationReasonMessage).toMatch(new RegExp(`^root@127\\.0\\.0\\.1:${ports[n]}: no address of the host is in ssh_config\\.network 10\\.99\\.99\\.0/24 \\(its addresses: .*${NET_IP.replace(/\./g, "\\.")}/24.*\\)$`));

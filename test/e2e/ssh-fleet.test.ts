@@ -18,7 +18,7 @@ import { buildRunnerBundle } from "../../scripts/build-runner-bundle.js";
 import { buildShimBundle } from "../../scripts/build-shim-bundle.js";
 import { dstack, startCli, waitForOutput, type CliRun } from "../cli/run-cli.js";
 import { TEST_IMAGES, requireTestImages } from "../helpers/docker.js";
-import { startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
+import { startTestServer, type ServerEnv, type TestServer, waitFleet } from "../helpers/server.js";
 import { sshKeygen, startSshd, type Sshd } from "../helpers/sshd.js";
 
 const SLOW = 300_000;
@@ -30,15 +30,6 @@ let cli: CliRun;
 const sshds: Sshd[] = [];
 const ports: number[] = [];
 
-/** Polls the fleet until `done` holds for it. */
-async function waitFleet(name: string, done: (f: Fleet) => boolean): Promise<Fleet> {
-  for (;;) {
-    const f = await client.fleets.get(name);
-    if (done(f)) return f;
-    if (server.process.exitCode !== null) throw new Error(`the server exited:\n${server.stderr()}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 const shimProcesses = (dir: string): string => {
   try {
@@ -123,7 +114,7 @@ describe("SSH fleets", () => {
       expect(JSON.stringify((await client.fleets.get("sshf")).spec)).not.toContain("PRIVATE KEY");
       expect(readFileSync(join(server.where.serverDir, "data", "sqlite.db")).includes("PRIVATE KEY")).toBe(false);
       const settled = (i: Fleet["instances"][number]) => i.status === InstanceStatus.IDLE || i.status === InstanceStatus.TERMINATED;
-      const f = await waitFleet("sshf", (f) => f.instances.length === 3 && f.instances.every(settled));
+      const f = await waitFleet(client, server, "sshf", (f) => f.instances.length === 3 && f.instances.every(settled));
       const byHost = (n: number) => f.instances[n]!;
       expect(byHost(0).status).toBe(InstanceStatus.IDLE);
       expect(byHost(1).status).toBe(InstanceStatus.IDLE);
@@ -143,7 +134,7 @@ describe("SSH fleets", () => {
 
       // Applying the same configuration again leaves the set-up hosts alone.
       await client.fleets.apply(config);
-      const again = await waitFleet("sshf", (f) => f.instances.length === 3 && f.instances.every(settled));
+      const again = await waitFleet(client, server, "sshf", (f) => f.instances.length === 3 && f.instances.every(settled));
       expect(again.instances.map((i) => i.id)).toEqual(f.instances.map((i) => i.id));
       expect(again.instances[0]!.status).toBe(InstanceStatus.IDLE);
     },

@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FleetConfig } from "@dstack/proto";
+import type { Fleet } from "@dstack/proto/api";
+import type { Client } from "../../cli/src/index.js";
 import { openDatabase, type Orm } from "../../server/src/db/database.js";
 import type { Services } from "../../server/src/services/index.js";
 import type { UserView } from "../../server/src/services/users.js";
@@ -179,6 +181,16 @@ export async function startTestServer(dialect: Dialect = "sqlite", opts: Paramet
       return code;
     },
   };
+}
+
+/** Polls a fleet through the API until `done` holds for it; fails at once if the server exits. */
+export async function waitFleet(client: Client, server: TestServer, name: string, done: (f: Fleet) => boolean, pollMs = 500): Promise<Fleet> {
+  for (;;) {
+    const f = await client.fleets.get(name);
+    if (done(f)) return f;
+    if (server.process.exitCode !== null) throw new Error(`the server exited:\n${server.stderr()}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
 }
 
 /** Resolves once the server says its local fleet (this machine's host agent) reported in. */
