@@ -97,28 +97,56 @@ async function checkOwnership(deps: MeshDeps, peer: Peer, event: ShimEvent["even
 
 type Request = ShimLinkServiceConnectRequest | RunnerLinkServiceConnectRequest;
 
-/** One agent stream: first the state report, then replies, events and heartbeats until it ends. */
-async function* serveLink(deps: MeshDeps, kind: AgentKindName, requests: AsyncIterable<Request>, ctx: HandlerContext): AsyncGenerator<Message> {
-  const peer = requirePeer(ctx);
-  requireLive(deps, peer, kind, kind === "shim" ? "ShimLinkService" : "RunnerLinkService");
-  const it = requests[Symbol.asyncIterator]();
-  const first = await it.next();
-  if (first.done) return;
-  const m = first.value.message;
-  if (m.case !== "event" || m.value.event.case !== "stateReport") {
-    throw meshErr("MESH_PROTOCOL", { reason: "the first message of a link must be a state report event" });
-  }
-  await checkOwnership(deps, peer, m.value.event);
-  const { link, session } = deps.links.open(kind, peer.id, m.value.event.value as never, peer.remoteAddress);
-  deps.links.emit("event", link, m.value.event as never);
-  const reader = readLink(deps, peer, link, session, it);
-  ctx.signal.addEventListener("abort", () => deps.links.detach(link, session, "closed"), { once: true });
-  try {
-    yield* session.out;
-  } finally {
-    deps.links.detach(link, session, "closed");
-    void reader;
-  }
+/**
+ * One agent stream: first the state report, then replies, events and heartbeats until it ends.
+ *
+ * A hand-written iterator rather than an async generator that would `yield*` the session's queue:
+ * each layer of async generator costs a few promises per message that live until the next one
+ * (seconds on a heartbeat-only link), so they survive young-generation GCs and are promoted; at
+ * thousands of links that garbage is a large part of the server's CPU (test/bench/mesh.bench.ts).
+ * The queue ends only in `Links.detach`, so a stream that runs out is already detached; the
+ * server stopping the stream early (`return`/`throw`) detaches here.
+ */
+function serveLink(deps: MeshDeps, kind: AgentKindName, requests: AsyncIterable<Request>, ctx: HandlerContext): AsyncIterable<Message> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterableIterator<Message> {
+      let out: AsyncIterator<Message> | null = null;
+      let opening: Promise<AsyncIterator<Message> | null> | null = null;
+      let stop: (() => void) | null = null;
+      let stopped = false;
+      const open = async (): Promise<AsyncIterator<Message> | null> => {
+        const peer = requirePeer(ctx);
+        requireLive(deps, peer, kind, kind === "shim" ? "ShimLinkService" : "RunnerLinkService");
+        const it = requests[Symbol.asyncIterator]();
+        const first = await it.next();
+        if (first.done || stopped) return null;
+        const m = first.value.message;
+        if (m.case !== "event" || m.value.event.case !== "stateReport") {
+          throw meshErr("MESH_PROTOCOL", { reason: "the first message of a link must be a state report event" });
+        }
+        await checkOwnership(deps, peer, m.value.event);
+        if (stopped) return null;
+        const { link, session } = deps.links.open(kind, peer.id, m.value.event.value as never, peer.remoteAddress);
+        stop = () => deps.links.detach(link, session, "closed");
+        deps.links.emit("event", link, m.value.event as never);
+        void readLink(deps, peer, link, session, it);
+        ctx.signal.addEventListener("abort", stop, { once: true });
+        return (out = session.out[Symbol.asyncIterator]());
+      };
+      const end = (): void => {
+        stopped = true;
+        stop?.();
+      };
+      // Iterable itself, and with throw(), as a generator is: connect's pipelines rely on both.
+      const iterator: AsyncIterableIterator<Message> = {
+        [Symbol.asyncIterator]: () => iterator,
+        next: () => (out ? out.next() : (opening ??= open()).then((o) => (o ? o.next() : { value: undefined, done: true }))),
+        return: (value?: unknown) => (end(), Promise.resolve({ value: value as Message, done: true })),
+        throw: (e?: unknown) => (end(), Promise.reject(e)),
+      };
+      return iterator;
+    },
+  };
 }
 
 async function readLink(deps: MeshDeps, peer: Peer, link: AgentLink, session: LinkSession, it: AsyncIterator<Request>): Promise<void> {
