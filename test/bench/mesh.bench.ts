@@ -56,8 +56,14 @@ const PINGS = Number(arg("pings", "1000"));
 const PING_INTERVAL_MS = Number(arg("ping-interval-ms", "10"));
 /** Extra node flags for the server process, e.g. MESH_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof". */
 const SERVER_NODE_ARGS = (process.env.MESH_BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter(Boolean);
-/** With MESH_BENCH_PROFILE_DIR set, the server's main thread is CPU-profiled per phase into that folder, and heap snapshots are taken before and after the links. */
+/** With MESH_BENCH_PROFILE_DIR set, the server's main thread is CPU-profiled per phase into that folder. */
 const PROFILE_DIR = process.env.MESH_BENCH_PROFILE_DIR;
+/**
+ * With MESH_BENCH_HEAP_SNAPSHOTS=1 as well, heap snapshots are taken before and after the links. Off
+ * by default: writing one stops the server's event loop for longer than the agents' watchdog
+ * (3 heartbeats) at a few thousand links, so they redial and the later phases measure a reconnect storm.
+ */
+const HEAP_SNAPSHOTS = PROFILE_DIR !== undefined && process.env.MESH_BENCH_HEAP_SNAPSHOTS === "1";
 const RECONNECT_TIMEOUT_MS = Number(arg("reconnect-timeout-s", "300")) * 1000;
 
 const REPO = resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -315,7 +321,7 @@ async function main(): Promise<void> {
     log(`enrolled ${N} in ${((t1 - t0) / 1000).toFixed(1)} s`);
     const names = await instanceNames(where, fleetId);
     const afterEnroll = await serverMem(server);
-    if (PROFILE_DIR) await server.call({ op: "heap-snapshot", path: join(PROFILE_DIR, `server-before-links-N${N}.heapsnapshot`) });
+    if (HEAP_SNAPSHOTS) await server.call({ op: "heap-snapshot", path: join(PROFILE_DIR!, `server-before-links-N${N}.heapsnapshot`) });
 
     // 2. link set-up
     cpu0 = cpuSeconds(server.pid);
@@ -330,7 +336,7 @@ async function main(): Promise<void> {
     // 3. memory after the links have run a few heartbeat rounds
     await sleep(SETTLE_S * 1000);
     const linked = await serverMem(server);
-    if (PROFILE_DIR) await server.call({ op: "heap-snapshot", path: join(PROFILE_DIR, `server-linked-N${N}.heapsnapshot`) });
+    if (HEAP_SNAPSHOTS) await server.call({ op: "heap-snapshot", path: join(PROFILE_DIR!, `server-linked-N${N}.heapsnapshot`) });
     if (linked.links !== N) {
       const theirs = new Set((await all<string[]>(agents, { op: "ids" })).flat().map((id) => `shim/${id}`));
       const extra = (await server.call<string[]>({ op: "ids" })).filter((id) => !theirs.has(id));
