@@ -128,7 +128,7 @@ describe.each(DIALECTS)("the server drives agents on %s", (dialect) => {
     );
     // The shim's task: the job's container, with the runner's way home.
     expect(task.taskId).toBe(jobId);
-    expect([task.containerName, task.imageName, task.networkMode, task.ports, task.shmSizeBytes]).toEqual(["t-done-0-0-0", "ubuntu:24.04", TaskNetworkMode.HOST, [8000], 2n ** 30n]);
+    expect([task.containerName, task.imageName, task.networkMode, task.ports, task.shmSizeBytes]).toEqual([`t-done-0-0-0-${jobId.replace(/-/g, "").slice(0, 8)}`, "ubuntu:24.04", TaskNetworkMode.HOST, [8000], 2n ** 30n]);
     expect(task.runner?.agentUrl).toBe(server.agentUrl);
     expect(certificateFingerprint(task.runner!.caCertificatePem)).toBe(server.caFingerprint);
     expect(task.runner?.joinToken.startsWith(`dsj.${jobId}.`)).toBe(true);

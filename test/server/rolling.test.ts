@@ -46,7 +46,14 @@ const task = (name: string, word: string) =>
   ["type: task", `name: ${name}`, `image: ${TEST_IMAGES.busybox}`, "commands:", `  - echo ${word}`, "  - sleep 600", "resources:", "  cpu: 1..", "  memory: 128MB..", ""].join("\n");
 
 async function runUntil(name: string, pred: (r: Run) => boolean, what: string, ms = 90_000): Promise<Run> {
-  return until(async () => ((r) => (pred(r) ? r : undefined))(await client.runs.get(name)), `${name}: ${what}`, ms);
+  try {
+    return await until(async () => ((r) => (pred(r) ? r : undefined))(await client.runs.get(name)), `${name}: ${what}`, ms);
+  } catch (e) {
+    // What the run and the server were doing, for a failure seen only under load.
+    const r = await client.runs.get(name).catch(() => undefined);
+    const jobs = r?.jobs.map((j) => j.jobSubmissions.map((s) => `${j.jobSpec?.jobName} ${JobStatus[s.status]} ${s.statusMessage ?? ""}`).join("; ")).join("\n");
+    throw new Error(`${(e as Error).message}\nrun: ${r ? RunStatus[r.status] : "?"}\n${jobs}\nserver log (tail):\n${server.stderr().slice(-6000)}`);
+  }
 }
 
 /** Latest submission of each replica, by replica number. */

@@ -77,7 +77,7 @@ describe("stored job specs", () => {
 describe("agent commands", () => {
   it("SubmitTask takes the whole host with host networking, or its blocks' share with limits", () => {
     const whole = submitTaskCommand(view("image: img\ncommands: [echo]\nresources: {shm_size: 2GB}\n"), { runner });
-    expect([whole.containerName, whole.imageName, whole.gpu, whole.cpu, whole.memoryBytes, whole.shmSizeBytes, whole.networkMode]).toEqual(["train-0-0-2", "img", -1, 0, 0n, BigInt(2 * GIB), TaskNetworkMode.HOST]);
+    expect([whole.containerName, whole.imageName, whole.gpu, whole.cpu, whole.memoryBytes, whole.shmSizeBytes, whole.networkMode]).toEqual(["train-0-0-2-00000000", "img", -1, 0, 0n, BigInt(2 * GIB), TaskNetworkMode.HOST]);
     expect(whole.runner).toMatchObject(runner);
     const part = submitTaskCommand(view("commands: [echo]\n", { blocks: 1 }), { runner, registryAuth: { username: "u", password: "p" } });
     expect([part.gpu, part.cpu, part.memoryBytes, part.registryUsername, part.registryPassword]).toEqual([1, 8, BigInt(64 * GIB), "u", "p"]);
@@ -128,8 +128,14 @@ describe("agent commands", () => {
   });
 
   it("names containers within Docker's alphabet", () => {
-    expect(containerName({ spec: { jobName: "my run/1" } as JobAgentView["spec"], submissionNum: 0 })).toBe("my-run-1-0");
-    expect(containerName({ spec: { jobName: "-x" } as JobAgentView["spec"], submissionNum: 3 })).toBe("j-x-3");
+    const id = "5f0c2a9e-1b7d-4c3e-9a21-0d4e6f8a1b2c";
+    expect(containerName({ id, spec: { jobName: "my run/1" } as JobAgentView["spec"], submissionNum: 0 })).toBe("my-run-1-0-5f0c2a9e");
+    expect(containerName({ id, spec: { jobName: "-x" } as JobAgentView["spec"], submissionNum: 3 })).toBe("j-x-3-5f0c2a9e");
+    // Two submissions of one name (a re-applied run, or the same name in another project) differ.
+    expect(containerName({ id: "0b1e7c44-0000-4000-8000-000000000000", spec: { jobName: "my run/1" } as JobAgentView["spec"], submissionNum: 0 })).not.toBe("my-run-1-0-5f0c2a9e");
+    // Docker's 128 characters hold the id part even for the longest names.
+    const long = containerName({ id, spec: { jobName: "n".repeat(200) } as JobAgentView["spec"], submissionNum: 0 });
+    expect([long.length, long.endsWith("-5f0c2a9e")]).toEqual([128, true]);
   });
 
   it("splits entrypoints like a shell and interpolates secrets", () => {

@@ -22,10 +22,16 @@ export function interpolateSecrets(text: string, values: Readonly<Record<string,
   return text.replace(SECRET_REF, (ref, name: string) => values[name] ?? ref);
 }
 
-/** Docker container name: `<job name>-<submission>` (`<run>-<job>-<replica>-<submission>`), cut to Docker's alphabet. */
-export function containerName(v: Pick<JobAgentView, "spec" | "submissionNum">): string {
+/**
+ * Docker container name: `<job name>-<submission>-<8 hex of the submission id>`
+ * (`<run>-<replica>-<job>-<submission>-…`), cut to Docker's alphabet. The id part keeps two runs
+ * of one name apart on a host: a re-applied run's new container while the old one is still being
+ * removed, or runs of the same name in two projects sharing an SSH host.
+ */
+export function containerName(v: Pick<JobAgentView, "id" | "spec" | "submissionNum">): string {
   const raw = `${v.spec.jobName}-${v.submissionNum}`.replace(/[^a-zA-Z0-9_.-]/g, "-");
-  return (/^[a-zA-Z0-9]/.test(raw) ? raw : `j${raw}`).slice(0, 128);
+  const unique = `-${v.id.replace(/-/g, "").slice(0, 8)}`;
+  return (/^[a-zA-Z0-9]/.test(raw) ? raw : `j${raw}`).slice(0, 128 - unique.length) + unique;
 }
 
 /** Splits an entrypoint as a POSIX shell would split words (quotes and backslashes; no expansion). */
