@@ -14,6 +14,7 @@ import { checkName, tombstoneName } from "./names.js";
 import { DEFAULT_PROJECT_NAME } from "./projects.js";
 import { resolveBlocks, type HostInfo } from "./offers.js";
 import type { ProjectsService } from "./projects.js";
+import { Batcher } from "./batch.js";
 import { sshHostBlocks, sshStatusMessage, withSshHostFacts } from "./ssh-fleets.js";
 import type { Principal } from "./users.js";
 
@@ -280,12 +281,17 @@ export class FleetsService {
 
   /** The host agent stopped (or resumed) answering: unreachable instances get no new jobs. System use. */
   async setReachable(instanceId: string, reachable: boolean): Promise<void> {
-    const em = this.orm.em.fork();
-    const i = await em.findOne(Instance, { id: instanceId, deleted: false }, { fields: ["id", "project", "unreachable"] });
+    const i = await this.reachability.get(instanceId);
     if (!i || i.unreachable === !reachable) return;
-    await em.nativeUpdate(Instance, { id: instanceId }, { unreachable: !reachable, ...(reachable ? { lastHeartbeatAt: this.clock.now() } : {}) });
-    if (reachable) this.bus.publish({ kind: "instance", id: instanceId, projectId: i.project.id });
+    await this.orm.em.fork().nativeUpdate(Instance, { id: instanceId }, { unreachable: !reachable, ...(reachable ? { lastHeartbeatAt: this.clock.now() } : {}) });
+    if (reachable) this.bus.publish({ kind: "instance", id: instanceId, projectId: i.projectId });
   }
+
+  /** Every shim link that opens becomes reachable: the instances that do so together are read in one query. */
+  private readonly reachability = new Batcher<string, { projectId: string; unreachable: boolean } | null>(async (ids) => {
+    const rows = await this.orm.em.fork().find(Instance, { id: { $in: ids }, deleted: false }, { fields: ["id", "project", "unreachable"] });
+    return new Map(rows.map((i) => [i.id, { projectId: i.project.id, unreachable: i.unreachable }]));
+  }, null);
 
   /**
    * The embedded `local` fleet of the default project with its one instance (this machine),

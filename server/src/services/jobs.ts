@@ -14,6 +14,7 @@ import { blockResources, blocksNeeded, type HostInfo } from "./offers.js";
 import type { InstanceCandidate, OffersService } from "./offers.js";
 import { DEFAULT_IMAGE, buildJobSpecs, type RunSpecInput, type StoredJobSpec } from "./runs.js";
 import { NO_FLEET_MESSAGE } from "./status-messages.js";
+import { Batcher } from "./batch.js";
 import {
   assertJobTransition,
   assertRunTransition,
@@ -407,9 +408,16 @@ export class JobsService {
 
   /** Unfinished submissions placed on an instance: what its host agent should be running. */
   async activeJobIdsOnInstance(instanceId: string): Promise<string[]> {
-    const rows = await this.orm.em.fork().find(Job, { instance: instanceId, status: { $in: PLACED_JOB } }, { fields: ["id"] });
-    return rows.map((j) => j.id);
+    return [...(await this.activeOnInstances.get(instanceId))];
   }
+
+  /** Every shim link that opens asks activeJobIdsOnInstance: those asking together share one query. */
+  private readonly activeOnInstances = new Batcher<string, string[]>(async (instanceIds) => {
+    const rows = await this.orm.em.fork().find(Job, { instance: { $in: instanceIds }, status: { $in: PLACED_JOB } }, { fields: ["id", "instance"] });
+    const byInstance = new Map<string, string[]>(instanceIds.map((id) => [id, []]));
+    for (const j of rows) byInstance.get(j.instance!.id)?.push(j.id);
+    return byInstance;
+  }, []);
 
   /** Instances that hold unfinished submissions (their agents are expected to come back). */
   async instanceIdsWithActiveJobs(): Promise<string[]> {
