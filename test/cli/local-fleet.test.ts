@@ -173,6 +173,27 @@ describe("dstack apply on the local fleet", () => {
   );
 
   it(
+    "a dev environment runs its init, prints how to open it in the IDE and over SSH, stays up, and stops on `dstack stop`",
+    async () => {
+      const d = await dir({
+        ".dstack.yml": [`type: dev-environment`, `name: local-dev`, `image: ${TEST_IMAGES.busybox}`, `ide: vscode`, `init:`, `  - echo init done`, `resources:`, `  cpu: 1..`, `  memory: 256MB..`, ``].join("\n"),
+      });
+      const attached = startCli(["apply", "-y", "--no-repo"], { ...cli, cwd: d });
+      await waitForOutput(attached, (out) => out.includes("dstack stop local-dev\n"));
+      expect(attached.stdout()).toContain("init done\nOpen it in VS Code:\n  vscode://vscode-remote/ssh-remote+local-dev/workflow\n\nConnect with SSH: ssh local-dev\n");
+      // Its commands are done, yet it stays up until stopped.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect((await dstack(["ps"], cli)).stdout).toMatch(/^ local-dev\s+local\s+.*\brunning\s+/m);
+      expect(await dstack(["stop", "local-dev", "-y"], cli)).toEqual({ code: 0, stdout: "Stopped\n", stderr: "" });
+      // The attached CLI ends with the run; as dstack's, only a run that is done exits 0.
+      const a = await attached.done;
+      expect([a.code, a.stderr]).toEqual([1, expect.stringMatching(/^Stopped$/m)]);
+      expect((await dstack(["ps", "-a"], cli)).stdout).toMatch(/^ local-dev\s+local\s+.*\bstopped\s+/m);
+    },
+    SLOW,
+  );
+
+  it(
     "an instance volume (`volumes: [HOST:CONTAINER]`) mounts a host directory: the job reads what is there and what it writes stays",
     async () => {
       const hostDir = await mkdtemp(join(work, "instance-volume-"));

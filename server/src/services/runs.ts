@@ -1,7 +1,8 @@
 // Runs: plan, apply, list, get, stop, delete and watch. A run's jobs (nodes × replicas) and
 // their first submissions are created in the apply transaction; from then on the scheduler
 // (scheduler/, via JobsService) moves them, woken by the events published here after commit.
-import { collectSecretReferences, type ResourceRequirements, type RunConfig } from "@dstack/proto";
+import { posix } from "node:path";
+import { collectSecretReferences, type Ide, type ResourceRequirements, type RunConfig } from "@dstack/proto";
 import { JobStatus, JobTerminationReason, RunStatus, RunTerminationReason, enumName, enumValue } from "../domain/enums.js";
 import { withTransaction, type Em, type Orm } from "../db/database.js";
 import { CodeBlob, Job, Member, Project, Run, User, build } from "../db/entities.js";
@@ -36,6 +37,31 @@ export const DEFAULT_DEVEL_IMAGE = "dstackai/base:0.15-devel-ubuntu24.04";
 export const DIND_IMAGE = "dstackai/dind";
 /** The last command of a dev environment: keeps the container up in any image (busybox has no `sleep infinity`). */
 export const DEV_ENVIRONMENT_KEEPALIVE = "tail -f /dev/null";
+/** The repo directory in the container: where a dev environment opens when no working_dir is set. */
+const REPO_DIR = "/workflow";
+
+/** How each IDE opens a folder on an SSH host (the host is the run's entry in ~/.dstack/ssh/config). */
+const IDE_LINKS: Record<Ide, { name: string; link: (host: string, dir: string) => string }> = {
+  vscode: { name: "VS Code", link: (h, d) => `vscode://vscode-remote/ssh-remote+${h}${d}` },
+  cursor: { name: "Cursor", link: (h, d) => `cursor://vscode-remote/ssh-remote+${h}${d}` },
+  windsurf: { name: "Windsurf", link: (h, d) => `windsurf://vscode-remote/ssh-remote+${h}${d}` },
+  zed: { name: "Zed", link: (h, d) => `zed://ssh/${h}${d}` },
+};
+
+/**
+ * Commands a dev environment runs once its init is done: they print how to open it, in the run's
+ * logs (so `dstack apply` and `dstack logs` show it), as dstack users expect.
+ */
+export function devEnvironmentGreeting(runName: string, ide: Ide | undefined, workingDir: string): string[] {
+  const dir = posix.resolve(REPO_DIR, workingDir || ".");
+  const lines = [
+    ...(ide ? [`Open it in ${IDE_LINKS[ide].name}:`, `  ${IDE_LINKS[ide].link(runName, dir)}`, ""] : []),
+    `Connect with SSH: ssh ${runName}`,
+    `The dev environment runs until it is stopped: dstack stop ${runName}`,
+  ];
+  return [`printf '%s\\n' ${lines.map(shellQuote).join(" ")}`];
+}
+
 /** Working directory of the default image. */
 export const DEFAULT_IMAGE_WORKING_DIR = "/dstack/run";
 
@@ -275,7 +301,7 @@ export function buildJobSpecs(runName: string, c: RunConfig, spec: Partial<Omit<
     }
   } else {
     // A dev environment lives until it is stopped (or inactivity_duration ends it), not until init ends.
-    push(0, 0, 1, c.resources, [...c.setup, ...c.init, DEV_ENVIRONMENT_KEEPALIVE]);
+    push(0, 0, 1, c.resources, [...c.setup, ...c.init, ...devEnvironmentGreeting(runName, c.ide, workingDir), DEV_ENVIRONMENT_KEEPALIVE]);
   }
   return out;
 }
