@@ -52,6 +52,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.stop();
+  // The last run's container may still be on its way out when the server (and its host agent) stops.
+  for (const c of await docker().listContainers({ all: true, filters: { name: ["^/local-"] } }).catch(() => [])) await docker().getContainer(c.Id).remove({ force: true }).catch(() => {});
   if (work) await rm(work, { recursive: true, force: true });
 });
 
