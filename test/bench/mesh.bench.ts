@@ -38,6 +38,7 @@ import { fileURLToPath } from "node:url";
 import { openDatabase } from "../../server/src/db/database.js";
 import { Fleet, Instance, Project, build } from "../../server/src/db/entities.js";
 import { JoinTokens } from "../../server/src/mesh/join-tokens.js";
+import { DEFAULT_LINK_SETTINGS, Links } from "../../server/src/mesh/links.js";
 import { loadSettings } from "../../server/src/settings.js";
 import { createServerEnv, freePort, type ServerEnv } from "../helpers/server.js";
 import type { AgentsRequest, DialResult, EnrollResult, ReconnectResult } from "./mesh/agents.js";
@@ -268,6 +269,19 @@ function printTable(rows: Row[]): void {
   for (const r of rows) console.log(line(r));
 }
 
+/**
+ * The links already up heartbeat while the others dial, so the set-up phase's CPU includes their
+ * heartbeats, and more so the larger N (a longer phase with more links up). An estimate of that
+ * part per link: the steady phase's CPU per message times the heartbeats sent both ways during
+ * the phase, with links coming up evenly over it and each told the period of its moment.
+ */
+function dialHeartbeatCpuMs(dialSeconds: number, steadyCpuPct: number, steadyMsgPerS: number): number {
+  const periodMs = (links: number) => Links.prototype.heartbeatIntervalFor.call({ settings: DEFAULT_LINK_SETTINGS } as Links, links);
+  let avgMsgPerS = 0;
+  for (let n = 1; n <= N; n++) avgMsgPerS += (2 * n * 1000) / periodMs(n) / N;
+  return ((steadyCpuPct / 100 / steadyMsgPerS) * avgMsgPerS * dialSeconds * 1000) / N;
+}
+
 const log = (s: string) => process.stderr.write(`[mesh.bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 
 /** The soft limit on open files of this process (what the server inherits): `ulimit -n`. */
@@ -331,6 +345,7 @@ async function main(): Promise<void> {
     const dialCpuMs = ((cpuSeconds(server.pid) - cpu0) * 1000) / N;
     const dialLat = dialed.flatMap((r) => r.latencies);
     const linkRate = N / ((t1 - t0) / 1000);
+    const dialSeconds = (t1 - t0) / 1000;
     log(`linked ${N} in ${((t1 - t0) / 1000).toFixed(1)} s`);
 
     // 3. memory after the links have run a few heartbeat rounds
@@ -405,7 +420,7 @@ async function main(): Promise<void> {
     rows.push(
       { metric: "enrollment rate", value: `${enrollRate.toFixed(0)} /s`, note: `${ENROLL_CONCURRENCY} in flight, ${retried} retried${retried ? ` (first error: ${enrolled.find((r) => r.firstError)?.firstError})` : ""}; latency p50 ${pct(enrollLat, 50).toFixed(0)} / p99 ${pct(enrollLat, 99).toFixed(0)} ms; server CPU ${enrollCpuMs.toFixed(1)} ms/enroll` },
       { metric: "instance names after concurrent enrollment", value: `${names.distinct} / ${names.rows}`, note: "distinct / rows (resolveShim names `<fleet>-<count>`)" },
-      { metric: "link set-up rate (dial → LinkAccepted)", value: `${linkRate.toFixed(0)} /s`, note: `${DIAL_CONCURRENCY} in flight; latency p50 ${pct(dialLat, 50).toFixed(0)} / p99 ${pct(dialLat, 99).toFixed(0)} ms; server CPU ${dialCpuMs.toFixed(1)} ms/link` },
+      { metric: "link set-up rate (dial → LinkAccepted)", value: `${linkRate.toFixed(0)} /s`, note: `${DIAL_CONCURRENCY} in flight; latency p50 ${pct(dialLat, 50).toFixed(0)} / p99 ${pct(dialLat, 99).toFixed(0)} ms; server CPU ${dialCpuMs.toFixed(1)} ms/link (≈ ${dialHeartbeatCpuMs(dialSeconds, cpuPct, hbMsgPerS).toFixed(1)} of it heartbeats of the links already up)` },
       { metric: "server RSS: idle → enrolled → linked", value: `${MB(idle.procRss)} → ${MB(afterEnroll.procRss)} → ${MB(linked.procRss)}`, note: `after ${SETTLE_S} s of heartbeats; GC first` },
       { metric: "server RSS per link", value: KB(perLinkRss), note: "anchors §3.3: connect-node ~120–150 KB, grpc-js ~60–90 KB" },
       { metric: "server V8 heap per link (after GC)", value: KB(perLinkHeap), note: `heap ${MB(afterEnroll.heapUsed)} → ${MB(linked.heapUsed)}; external ${KB(perLinkExt)}/link` },
