@@ -11,6 +11,7 @@ import type { HandlerDeps } from "./api/deps.js";
 import { createDualServer, type DualServer } from "./api/dual-server.js";
 import { apiInterceptor } from "./api/interceptors.js";
 import { registerRoutes } from "./api/routes.js";
+import { registerServiceProxy } from "./api/service-proxy.js";
 import { humanLogStream } from "./log-format.js";
 
 export const SERVER_VERSION: string = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -55,6 +56,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   });
 
   app.get("/healthcheck", async () => ({ status: "running" }));
+  registerServiceProxy(app, opts.services);
 
   // h2c sessions are not tracked by http.Server.close(): send them GOAWAY so open streams
   // finish and the port can close.

@@ -116,6 +116,12 @@ export const ERRORS = {
     status: "Unavailable",
     message: "Cannot reach run '{run}' on instance '{instance}': {reason}",
   },
+  // the in-server service proxy (/proxy/services/…)
+  DSTACK_SERVICE_NOT_FOUND: { status: "NotFound", message: "Service '{run}' does not exist in project '{project}'. List runs with `dstack ps -a`." },
+  DSTACK_SERVICE_NO_REPLICA: {
+    status: "Unavailable",
+    message: "Service '{run}' has no running replica (it is {status}). Check it with `dstack ps`; requests succeed once a replica runs.",
+  },
   // state machines
   DSTACK_INVALID_TRANSITION: {
     status: "FailedPrecondition",

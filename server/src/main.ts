@@ -17,7 +17,7 @@ import { bootstrap, createServices } from "./services/index.js";
 import { DEFAULT_PROJECT_NAME } from "./services/projects.js";
 import { ADMIN_TOKEN_FILE } from "./services/users.js";
 import { SshFleetProvisioner } from "./backends/ssh/provisioner.js";
-import { loadSettings, loopbackAgentUrl, type Settings } from "./settings.js";
+import { loadSettings, loopbackAgentUrl, publicUrl, type Settings } from "./settings.js";
 
 const USAGE = `Usage: dstack-server [options]
 
@@ -81,12 +81,6 @@ function parseCli(argv: string[]): Cli | "help" {
   if (values["agent-url"] !== undefined) env.DSTACK_SERVER_AGENT_URL = values["agent-url"];
   if (values["no-local-fleet"]) env.DSTACK_SERVER_NO_LOCAL_FLEET = "1";
   return { env, configMode: values.yes ? "yes" : values.no ? "no" : "ask" };
-}
-
-/** The URL users and the CLI dial: a wildcard bind address is reached via loopback. */
-function publicUrl(settings: Settings, port: number): string {
-  const host = settings.host === "0.0.0.0" || settings.host === "::" ? "127.0.0.1" : settings.host;
-  return `http://${host.includes(":") ? `[${host}]` : host}:${port}/`;
 }
 
 /** The admin token: just issued or preset, else the one saved at first start. */
@@ -161,7 +155,7 @@ export async function main(argv: string[]): Promise<number> {
     app.log.info({ home: settings.homeDir, database: settings.database.dialect, encryptionKey: settings.encryptionKeySource }, "dstack server starting");
     await app.listen({ host: settings.host, port: settings.port });
     const port = (app.server.address() as { port: number }).port;
-    const url = publicUrl(settings, port);
+    const url = publicUrl(settings.host, port);
 
     // The dispatcher listens before the scheduler starts, so no placement goes unheard.
     const agentLog = app.log.child({ component: "agents" });

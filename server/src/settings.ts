@@ -86,6 +86,12 @@ function readFlag(env: Env, variable: string): boolean {
 }
 
 /** Where agents on this machine dial: the bind address, or loopback for a wildcard bind. */
+/** The URL users and the CLI dial: a wildcard bind address is reached via loopback. */
+export function publicUrl(host: string, port: number): string {
+  const h = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `http://${h.includes(":") ? `[${h}]` : h}:${port}/`;
+}
+
 export function loopbackAgentUrl(host: string, agentPort: number): string {
   const h = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
   return `https://${h.includes(":") ? `[${h}]` : h}:${agentPort}`;

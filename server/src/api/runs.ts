@@ -3,6 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
+import { SERVICE_PROXY_PREFIX } from "./service-proxy.js";
 import { fromProtoConfiguration, toProtoConfiguration, toProtoResources, type RunConfig } from "@dstack/proto";
 import {
   AcceleratorVendor,
@@ -22,6 +23,7 @@ import {
   RunPlanSchema,
   RunSchema,
   RunSpecSchema,
+  ServiceInfoSchema,
   RepoExistsAction,
   RepoType,
   type Offer,
@@ -33,6 +35,7 @@ import {
 import { err } from "../errors.js";
 import type { HostInfo, InstanceResources, OfferView } from "../services/offers.js";
 import type { JobSubmissionView, RunSpecInput, RunView, StoredJobSpec } from "../services/runs.js";
+import { publicUrl } from "../settings.js";
 import { caller } from "./context.js";
 import type { HandlerDeps } from "./deps.js";
 
@@ -181,7 +184,13 @@ function submissionMessage(s: JobSubmissionView) {
   });
 }
 
-export function runMessage(r: RunView): Run {
+/** Where a service answers: the in-server proxy under the server's URL (no gateways here yet). */
+function serviceInfo(r: RunView, serverUrl: string | undefined) {
+  if (!serverUrl || r.runSpec.configuration?.type !== "service") return undefined;
+  return create(ServiceInfoSchema, { url: `${serverUrl.replace(/\/$/, "")}${SERVICE_PROXY_PREFIX}/${encodeURIComponent(r.projectName)}/${encodeURIComponent(r.runSpec.runName)}/` });
+}
+
+export function toRunMessage(r: RunView, serverUrl?: string): Run {
   const fleet = r.latestJobSubmission?.provisioningData?.fleetName;
   return create(RunSchema, {
     id: r.id,
@@ -199,13 +208,16 @@ export function runMessage(r: RunView): Run {
     priority: r.priority,
     deploymentNum: r.deploymentNum,
     fleetName: typeof fleet === "string" ? fleet : "",
+    service: serviceInfo(r, serverUrl),
   });
 }
 
 const ACTIONS = { create: ApplyAction.CREATE, recreate: ApplyAction.RECREATE, update: ApplyAction.UPDATE, blocked: ApplyAction.NONE } as const;
 
-export function runHandlers({ services }: HandlerDeps): Partial<ServiceImpl<typeof RunService>> {
+export function runHandlers({ services, settings }: HandlerDeps): Partial<ServiceImpl<typeof RunService>> {
   const { runs, code } = services;
+  const serverUrl = publicUrl(settings.host, settings.port);
+  const runMessage = (r: RunView) => toRunMessage(r, serverUrl);
   return {
     getRunPlan: async (req, ctx) => {
       const plan = await runs.plan(caller(ctx), req.projectName, runSpecInput(req.runSpec), { maxOffers: req.maxOffers, includeBusy: true });

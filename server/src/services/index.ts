@@ -15,6 +15,7 @@ import { JobsService, envRunnerDialTimeoutS } from "./jobs.js";
 import { LogsService } from "./logs.js";
 import { OffersService } from "./offers.js";
 import { RunsService } from "./runs.js";
+import { ServiceProxyService } from "./service-proxy.js";
 import { TunnelsService } from "./tunnels.js";
 import { MetricsService } from "./metrics.js";
 import { SshFleetsService } from "./ssh-fleets.js";
@@ -32,6 +33,8 @@ export interface Services {
   code: CodeService;
   /** Tunnels to running jobs (ssh, port forwards); the agent port's broker is plugged in with `useOpener`. */
   tunnels: TunnelsService;
+  /** `/proxy/services/<project>/<run>/`: who may call a service, and a tunnel to a replica. */
+  serviceProxy: ServiceProxyService;
   /** Live CPU/memory/GPU usage of running jobs (`dstack metrics`); the runner links are plugged in with `useRunners`. */
   metrics: MetricsService;
   /** SSH fleet hosts' instances and provisioning state (backends/ssh does the SSH work). */
@@ -70,9 +73,10 @@ export function createServices(orm: Orm, settings: Settings, opts: ServiceOption
   const logs = new LogsService(orm, projects, bus, settings.homeDir);
   const code = new CodeService(orm, projects, opts.codeUploadLimit ?? envCodeLimit());
   const tunnels = new TunnelsService(orm, projects);
+  const serviceProxy = new ServiceProxyService(orm, users, projects, tunnels);
   const metrics = new MetricsService(tunnels);
   const sshFleets = new SshFleetsService(orm, bus, encryptor);
-  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, metrics, sshFleets, bus, clock };
+  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, serviceProxy, metrics, sshFleets, bus, clock };
 }
 
 /** First-start work, safe to repeat: the admin user and the default project. */

@@ -79,7 +79,11 @@ export class TunnelsService {
 
   /** Authorizes, then asks the job's host agent for a tunnel to the target; resolves once bytes can flow. */
   async open(actor: Principal, r: RunTunnelRequest): Promise<OpenedTunnel> {
-    const where = await this.resolve(actor, r);
+    return this.openTo(await this.resolve(actor, r), r);
+  }
+
+  /** Asks the host agent of an already resolved (and authorized) job for a tunnel to the target. */
+  async openTo(where: TunnelEndpoint, r: Pick<RunTunnelRequest, "target" | "port" | "signal">): Promise<OpenedTunnel> {
     const fail = (reason: string) => err("DSTACK_TUNNEL_FAILED", { run: where.runName, instance: where.instanceName, reason });
     if (!this.opener) throw fail("this server has no agent port");
     try {
