@@ -11,7 +11,7 @@ import type { HandlerDeps } from "./api/deps.js";
 import { createDualServer, type DualServer } from "./api/dual-server.js";
 import { apiInterceptor } from "./api/interceptors.js";
 import { registerRoutes } from "./api/routes.js";
-import { registerServiceProxy } from "./api/service-proxy.js";
+import { registerServiceProxy, registerServiceProxyUpgrades } from "./api/service-proxy.js";
 import { humanLogStream } from "./log-format.js";
 
 export const SERVER_VERSION: string = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -33,7 +33,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const level = opts.logLevel ?? opts.settings.logLevel;
   const app = fastify({
     logger: level === false ? false : { level, stream: process.env.DSTACK_SERVER_LOG_FORMAT === "json" ? process.stderr : humanLogStream(process.stderr) },
-    serverFactory: (handler) => createDualServer(handler),
+    serverFactory: (handler) => {
+      const server = createDualServer(handler);
+      registerServiceProxyUpgrades(server, opts.services, handler);
+      return server;
+    },
     // Connect streams can outlive fastify's defaults; per-call deadlines are the client's.
     requestTimeout: 0,
     // Per-request lines only when debugging; errors are logged by the API interceptor.

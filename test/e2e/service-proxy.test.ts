@@ -3,6 +3,7 @@
 // to `<server>/proxy/services/<project>/<run>/…` reach it through the mesh tunnel — with the
 // project member's token unless `auth: false`, the prefix stripped unless `strip_prefix: false`,
 // bodies and methods passed through, dstack's token kept from the service.
+import http from "node:http";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +19,7 @@ const SLOW = 240_000;
 const SUFFIX = Date.now().toString(36);
 const SVC = `svc-${SUFFIX}`;
 const OPEN = `open-${SUFFIX}`;
+const WS = `ws-${SUFFIX}`;
 
 let server: TestServer & { where: ServerEnv };
 let client: Client;
@@ -48,6 +50,40 @@ async function serviceDir(name: string, port: number, extra: string[], pagePath:
     ["type: service", `name: ${name}`, `image: ${TEST_IMAGES.busybox}`, `port: ${port}`, ...extra, "commands:", ...commands.map((c) => `  - ${JSON.stringify(c)}`), "resources:", "  cpu: 1..", "  memory: 128MB..", ""].join("\n"),
   );
   return dir;
+}
+
+/**
+ * An upgrade server in busybox: nc runs this per connection; it reads the request head, switches
+ * protocols, says which request line it saw, then echoes (a WebSocket server's shape, minus framing).
+ */
+const UPGRADE_SH = [
+  "#!/bin/sh",
+  "IFS= read -r first",
+  "while IFS= read -r line; do [ \"${line%$(printf '\\r')}\" = '' ] && break; done",
+  "printf 'HTTP/1.1 101 Switching Protocols\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n'",
+  "printf 'saw %s\\n' \"${first%$(printf '\\r')}\"",
+  "exec cat",
+].join("\n");
+
+/** Asks for an upgrade, sends `ping`, and resolves with the status and what came back (or the plain response). */
+function upgradeEcho(target: string, headers: Record<string, string>): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(target, { headers: { connection: "Upgrade", upgrade: "echo", ...headers } });
+    req.on("upgrade", (res, socket, head) => {
+      let text = head.toString();
+      socket.write("ping\n");
+      const done = () => text.includes("ping\n") && (socket.destroy(), resolve({ status: res.statusCode ?? 0, text }));
+      socket.on("data", (d: Buffer) => ((text += d.toString()), done()));
+      done();
+    });
+    req.on("response", (res) => {
+      let text = "";
+      res.on("data", (d: Buffer) => (text += d.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
 }
 
 const url = (run: string, path = "/") => `${server.url.replace(/\/$/, "")}/proxy/services/main/${run}${path}`;
@@ -128,7 +164,36 @@ describe("the in-server service proxy", () => {
       await startService(OPEN, ["auth: false", "strip_prefix: false"], `proxy/services/main/${OPEN}`, {});
       const page = await fetch(url(OPEN, "/hello.txt"));
       expect([page.status, await page.text()]).toEqual([200, `hello from ${OPEN}\n`]);
+    },
+    SLOW,
+  );
+
+  it(
+    "carries upgrades (WebSockets and the like) to the replica and bytes both ways; refuses them without a token",
+    async () => {
       expect((await dstack(["stop", OPEN, "-x", "-y"], cli)).code).toBe(0);
+      const port = await freePort();
+      const dir = await mkdtemp(join(work, "ws-"));
+      await writeFile(join(dir, "upgrade.sh"), `${UPGRADE_SH}\n`);
+      await chmod(join(dir, "upgrade.sh"), 0o755);
+      const commands = ["chmod 755 upgrade.sh", `exec nc -ll -p ${port} -e "$PWD/upgrade.sh"`];
+      await writeFile(
+        join(dir, ".dstack.yml"),
+        ["type: service", `name: ${WS}`, `image: ${TEST_IMAGES.busybox}`, `port: ${port}`, "commands:", ...commands.map((c) => `  - ${JSON.stringify(c)}`), "resources:", "  cpu: 1..", "  memory: 128MB..", ""].join("\n"),
+      );
+      expect((await dstack(["apply", "-y", "-d"], { ...cli, cwd: dir })).code).toBe(0);
+      await until(async () => ((await client.runs.get(WS)).status === RunStatus.RUNNING ? true : undefined), `${WS} to run`, 60_000);
+      const echoed = await until(async () => ((r) => (r?.status === 101 ? r : undefined))(await upgradeEcho(url(WS, "/socket?room=1"), bearer()).catch(() => undefined)), `${WS} to upgrade`, 30_000);
+      // The replica saw the path without the proxy's prefix, then echoed what we sent after the switch.
+      expect(echoed.text).toBe("saw GET /socket?room=1 HTTP/1.1\nping\n");
+
+      const refused = await upgradeEcho(url(WS, "/socket"), {});
+      expect(refused.status).toBe(401);
+      expect(JSON.parse(refused.text).detail).toMatch(/token/i);
+      // An upgrade elsewhere on the server is served as a plain request, as before.
+      const plain = await upgradeEcho(`${server.url.replace(/\/$/, "")}/healthcheck`, {});
+      expect([plain.status, JSON.parse(plain.text)]).toEqual([200, { status: "running" }]);
+      expect((await dstack(["stop", WS, "-x", "-y"], cli)).code).toBe(0);
     },
     SLOW,
   );
