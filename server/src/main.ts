@@ -186,6 +186,8 @@ export async function main(argv: string[]): Promise<number> {
       await replicas.start();
     }
     await scheduler.start();
+    services.autoscaler.start(settings.autoscaleIntervalMs, (e) => app?.log.error({ err: e }, "autoscaling failed"));
+    void signalled.then(() => services.autoscaler.stop());
 
     // SSH fleets: hosts are set up over SSH and their shims dial the agent URL.
     sshFleets = new SshFleetProvisioner({

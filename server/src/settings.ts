@@ -54,6 +54,11 @@ export interface Settings {
    * default 120 (dstack's JOB_DISCONNECTED_RETRY_TIMEOUT).
    */
   jobDisconnectedTimeoutMs: number;
+  /**
+   * `DSTACK_SERVER_AUTOSCALE_INTERVAL` (seconds): how often services with `scaling` are measured
+   * against their request rate; default 10 (dstack evaluates running services about as often).
+   */
+  autoscaleIntervalMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -181,5 +186,6 @@ export function loadSettings(env: Env = process.env): Settings {
     localFleet: !readFlag(env, "DSTACK_SERVER_NO_LOCAL_FLEET"),
     shimBin: env.DSTACK_SHIM_BIN || undefined,
     jobDisconnectedTimeoutMs: readInt(env, "DSTACK_SERVER_JOB_DISCONNECTED_TIMEOUT", 120, 1) * 1000,
+    autoscaleIntervalMs: readInt(env, "DSTACK_SERVER_AUTOSCALE_INTERVAL", 10, 1) * 1000,
   };
 }

@@ -8,7 +8,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RunStatus } from "@dstack/proto/api";
+import { JobStatus, JobTerminationReason, RunStatus } from "@dstack/proto/api";
 import { Client } from "../../cli/src/index.js";
 import { dstack, type CliRun } from "../cli/run-cli.js";
 import { TEST_IMAGES, docker, requireTestImages } from "../helpers/docker.js";
@@ -20,6 +20,7 @@ const SUFFIX = Date.now().toString(36);
 const SVC = `svc-${SUFFIX}`;
 const OPEN = `open-${SUFFIX}`;
 const WS = `ws-${SUFFIX}`;
+const AUTO = `auto-${SUFFIX}`;
 
 let server: TestServer & { where: ServerEnv };
 let client: Client;
@@ -101,7 +102,8 @@ async function startService(name: string, extra: string[] = [], pagePath = "", h
 
 beforeAll(async () => {
   await requireTestImages([TEST_IMAGES.busybox]);
-  server = await startTestServer("sqlite", { localFleet: true });
+  // The autoscaler looks every second instead of every 10.
+  server = await startTestServer("sqlite", { localFleet: true, env: { DSTACK_SERVER_AUTOSCALE_INTERVAL: "1" } });
   await localFleetReady(server);
   work = await mkdtemp(join(tmpdir(), "dstack-e2e-proxy-"));
   cli = { home: server.where.home };
@@ -194,6 +196,49 @@ describe("the in-server service proxy", () => {
       const plain = await upgradeEcho(`${server.url.replace(/\/$/, "")}/healthcheck`, {});
       expect([plain.status, JSON.parse(plain.text)]).toEqual([200, { status: "running" }]);
       expect((await dstack(["stop", WS, "-x", "-y"], cli)).code).toBe(0);
+    },
+    SLOW,
+  );
+
+  it(
+    "autoscales a service between its replicas on the proxy's request rate (`scaling: {metric: rps}`), up at once and down after the window",
+    async () => {
+      const dir = await mkdtemp(join(work, "auto-"));
+      // Replicas that only sleep: on one host with host networking, two replicas could not both
+      // bind one port. The proxy counts every request it authorizes, answered or not.
+      await writeFile(
+        join(dir, ".dstack.yml"),
+        [
+          "type: service",
+          `name: ${AUTO}`,
+          `image: ${TEST_IMAGES.busybox}`,
+          "port: 8000",
+          "replicas: 1..2",
+          "scaling:",
+          "  metric: rps",
+          "  target: 1",
+          "  window: 30s",
+          "  scale_up_delay: 0s",
+          "  scale_down_delay: 0s",
+          "stop_duration: 0s",
+          "commands: [sleep 600]",
+          "resources:",
+          "  cpu: 1..",
+          "  memory: 128MB..",
+          "",
+        ].join("\n"),
+      );
+      expect((await dstack(["apply", "-y", "-d"], { ...cli, cwd: dir })).code).toBe(0);
+      const replicasIn = async (status: JobStatus) => (await client.runs.get(AUTO)).jobs.filter((j) => j.jobSubmissions.at(-1)?.status === status).length;
+      await until(async () => ((await replicasIn(JobStatus.RUNNING)) === 1 ? true : undefined), `${AUTO}: one replica running`, 60_000);
+      // 90 requests in a 30 s window: 3 rps against a target of 1 → 3 replicas wanted, 2 at most.
+      await Promise.all(Array.from({ length: 90 }, () => fetch(url(AUTO, "/"), { headers: bearer() }).then((r) => r.arrayBuffer())));
+      await until(async () => ((await replicasIn(JobStatus.RUNNING)) === 2 ? true : undefined), `${AUTO}: scaled up to two replicas`, 60_000);
+      // Quiet for the window: back to one, the newest replica scaled down.
+      const down = await until(async () => ((r) => (r.jobs.some((j) => j.jobSubmissions.at(-1)?.terminationReason === JobTerminationReason.SCALED_DOWN) ? r : undefined))(await client.runs.get(AUTO)), `${AUTO}: scaled down`, 90_000);
+      expect(down.status).toBe(RunStatus.RUNNING);
+      expect(await replicasIn(JobStatus.RUNNING)).toBe(1);
+      expect((await dstack(["stop", AUTO, "-x", "-y"], cli)).code).toBe(0);
     },
     SLOW,
   );

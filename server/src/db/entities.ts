@@ -125,6 +125,9 @@ export class Run extends Base {
   nextTriggeredAt: Date | null = null;
   /** Services: bumped by each in-place update; replicas of older deployments are rolled over. */
   deploymentNum = 0;
+  /** Services with `scaling`: the replica count the autoscaler chose (null: the range's minimum), and when. */
+  desiredReplicaCount: number | null = null;
+  lastScaledAt: Date | null = null;
 }
 
 export class Job extends Base {
@@ -327,6 +330,8 @@ export const RunSchema = new EntitySchema<Run, Base>({
     resubmissionAttempt: { type: "integer", default: 0 },
     nextTriggeredAt: { type: DateTimeType, nullable: true },
     deploymentNum: { type: "integer", default: 0 },
+    desiredReplicaCount: { type: "integer", nullable: true },
+    lastScaledAt: { type: DateTimeType, nullable: true },
   },
 });
 

@@ -16,6 +16,7 @@ import { LogsService } from "./logs.js";
 import { OffersService } from "./offers.js";
 import { RunsService } from "./runs.js";
 import { ServiceProxyService } from "./service-proxy.js";
+import { RequestStats, ServiceAutoscaler } from "./autoscaler.js";
 import { TunnelsService } from "./tunnels.js";
 import { MetricsService } from "./metrics.js";
 import { SshFleetsService } from "./ssh-fleets.js";
@@ -35,6 +36,8 @@ export interface Services {
   tunnels: TunnelsService;
   /** `/proxy/services/<project>/<run>/`: who may call a service, and a tunnel to a replica. */
   serviceProxy: ServiceProxyService;
+  /** Services with `scaling`: request rates from the proxy turned into replica counts (started by main). */
+  autoscaler: ServiceAutoscaler;
   /** Live CPU/memory/GPU usage of running jobs (`dstack metrics`); the runner links are plugged in with `useRunners`. */
   metrics: MetricsService;
   /** SSH fleet hosts' instances and provisioning state (backends/ssh does the SSH work). */
@@ -73,10 +76,12 @@ export function createServices(orm: Orm, settings: Settings, opts: ServiceOption
   const logs = new LogsService(orm, projects, bus, settings.homeDir);
   const code = new CodeService(orm, projects, opts.codeUploadLimit ?? envCodeLimit());
   const tunnels = new TunnelsService(orm, projects);
-  const serviceProxy = new ServiceProxyService(orm, users, projects, tunnels);
+  const requestStats = new RequestStats();
+  const serviceProxy = new ServiceProxyService(orm, users, projects, tunnels, requestStats);
+  const autoscaler = new ServiceAutoscaler(orm, requestStats, bus, clock);
   const metrics = new MetricsService(tunnels);
   const sshFleets = new SshFleetsService(orm, bus, encryptor);
-  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, serviceProxy, metrics, sshFleets, bus, clock };
+  return { users, projects, secrets, fleets, instances, offers, runs, jobs, logs, code, tunnels, serviceProxy, autoscaler, metrics, sshFleets, bus, clock };
 }
 
 /** First-start work, safe to repeat: the admin user and the default project. */

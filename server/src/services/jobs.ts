@@ -576,7 +576,9 @@ export class JobsService {
     const stored = run.runSpec as unknown as RunSpecInput & { runName: string };
     const specs = buildJobSpecs(run.runName, stored.configuration, stored);
     const slots = [...new Set(specs.map((j) => j.replicaNum))];
-    const desired = slots.length;
+    // The autoscaler's count when it chose one (single-group services: every replica shares one spec).
+    const desired = run.desiredReplicaCount ?? slots.length;
+    const template = (slot: number) => slots[Math.min(slot, slots.length - 1)]!;
     const live = replicas.filter((r) => r.active && !r.stopping);
     const outdated = live.filter((r) => r.outdated);
     const current = live.filter((r) => !r.outdated);
@@ -584,7 +586,7 @@ export class JobsService {
     const stop: typeof replicas = [];
     if (outdated.length > 0) {
       // Scale up to desired + 1 (the surge), filling the slots the up-to-date replicas leave.
-      for (let n = live.length, slot = current.length; n < desired + 1 && slot < desired; n++, slot++) toAdd.push(slots[slot]!);
+      for (let n = live.length, slot = current.length; n < desired + 1 && slot < desired; n++, slot++) toAdd.push(template(slot));
       // Old replicas not serving yet go at once; running ones only beyond the desired count.
       stop.push(...outdated.filter((r) => !r.running));
       const excess = live.filter((r) => r.running).length - desired;
@@ -592,7 +594,7 @@ export class JobsService {
     } else {
       // A replica that ended by itself is the retry logic's (deriveRunStatus), not a scaling matter.
       if (!replicas.every((r) => r.active || r.scaledDown)) return [];
-      for (let slot = live.length; slot < desired; slot++) toAdd.push(slots[slot]!);
+      for (let slot = live.length; slot < desired; slot++) toAdd.push(template(slot));
       // Fewer wanted: those not serving yet first, then the newest.
       const extra = [...live].sort((a, b) => Number(a.running) - Number(b.running) || b.replicaNum - a.replicaNum);
       stop.push(...extra.slice(0, Math.max(0, live.length - desired)));

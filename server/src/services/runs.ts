@@ -306,6 +306,15 @@ export function buildJobSpecs(runName: string, c: RunConfig, spec: Partial<Omit<
   return out;
 }
 
+/**
+ * An autoscaled replica count kept across an in-place update: clipped into the new range, or
+ * dropped (null: the range's minimum) when the service no longer scales.
+ */
+export function clampToScalingRange(count: number | null, c: RunConfig): number | null {
+  if (count === null || c.type !== "service" || !c.scaling || c.groups || !c.replicas) return null;
+  return Math.min(c.replicas.max ?? count, Math.max(1, c.replicas.min ?? 1, count));
+}
+
 /** JSON with sorted keys and no undefined members: equal values give equal text. */
 function stableJson(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) =>
@@ -568,6 +577,7 @@ export class RunsService {
     run.priority = stored.configuration.priority ?? 0;
     run.deploymentNum += 1;
     run.lastProcessedAt = now;
+    run.desiredReplicaCount = clampToScalingRange(run.desiredReplicaCount, stored.configuration);
     const fresh = new Map(buildJobSpecs(run.runName, stored.configuration, stored).map((j) => [j.jobNum, jobSpecKey(j)]));
     for (const j of await em.find(Job, { run: run.id })) {
       if (isJobFinished(j.status) || j.status === JobStatus.TERMINATING) continue;

@@ -11,6 +11,7 @@ import type { ProjectsService } from "./projects.js";
 import type { StoredJobSpec } from "./runs.js";
 import type { OpenedTunnel, TunnelsService } from "./tunnels.js";
 import type { UsersService } from "./users.js";
+import type { RequestStats } from "./autoscaler.js";
 
 export interface ServiceTarget {
   runName: string;
@@ -26,6 +27,8 @@ export class ServiceProxyService {
     private readonly users: UsersService,
     private readonly projects: ProjectsService,
     private readonly tunnels: TunnelsService,
+    /** Counts the requests that reach a replica, for autoscaling. */
+    private readonly stats?: RequestStats,
     private readonly random: () => number = Math.random,
   ) {}
 
@@ -44,6 +47,7 @@ export class ServiceProxyService {
       const user = await this.users.authenticate(authorization);
       await this.projects.authorize(em, user, projectName, "runs.list");
     }
+    this.stats?.record(run.id);
     const jobs = await em.find(Job, { run: run.id }, { orderBy: { submissionNum: "asc" } });
     const latest = new Map<string, Job>();
     for (const j of jobs) latest.set(`${j.replicaNum}/${j.jobNum}`, j);

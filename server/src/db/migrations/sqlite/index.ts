@@ -7,6 +7,7 @@ import { Migration20261123165748_user_public_keys as M20261123165748_user_public
 import { Migration20261123193115_instance_remote_connection as M20261123193115_instance_remote_connection } from "./Migration20261123193115_instance_remote_connection.js";
 import { Migration20261123194157_join_token_uses as M20261123194157_join_token_uses } from "./Migration20261123194157_join_token_uses.js";
 import { Migration20261123221500_runner_link_deployments as M20261123221500_runner_link_deployments } from "./Migration20261123221500_runner_link_deployments.js";
+import { Migration20261124014500_service_autoscaling as M20261124014500_service_autoscaling } from "./Migration20261124014500_service_autoscaling.js";
 
 export const migrations: MigrationObject[] = [
   { name: "Migration20261123152157_initial", class: M20261123152157_initial },
@@ -15,4 +16,5 @@ export const migrations: MigrationObject[] = [
   { name: "Migration20261123193115_instance_remote_connection", class: M20261123193115_instance_remote_connection },
   { name: "Migration20261123194157_join_token_uses", class: M20261123194157_join_token_uses },
   { name: "Migration20261123221500_runner_link_deployments", class: M20261123221500_runner_link_deployments },
+  { name: "Migration20261124014500_service_autoscaling", class: M20261124014500_service_autoscaling },
 ];
