@@ -105,6 +105,17 @@ describe.each(DIALECTS)("the local fleet on %s", (dialect) => {
       const after = records(log);
       expect(after[after.length - 1]).toEqual({ event: "sigterm", pid: second.pid });
       expect(() => process.kill(second.pid, 0)).toThrow();
+
+      // Started again with another agent port: the stored identity names the old URL, so the host
+      // agent joins again (same instance) at the new one instead of dialing a port nobody serves.
+      const again = await startServer(where, { localFleet: true, env: { DSTACK_SHIM_BIN: FAKE_SHIM, DOCKER_HOST: dockerHost, FAKE_SHIM_LOG: log } });
+      expect(again.agentUrl).not.toBe(server.agentUrl);
+      const third = await until(async () => records(log).filter((r) => r.event === "start")[2], "the host agent to start with the new server");
+      expect(third.argv![0]).toBe("join");
+      expect(third.argv![third.argv!.indexOf("--server") + 1]).toBe(again.agentUrl);
+      expect(third.argv![third.argv!.indexOf("--token") + 1]?.startsWith(`dsj.${insts[0]!.id}.`)).toBe(true);
+      await until(async () => records(log).find((r) => r.event === "up" && r.pid === third.pid), "the host agent to dial the new agent port");
+      expect(await again.stop()).toBe(0);
     } finally {
       await where.cleanup();
     }

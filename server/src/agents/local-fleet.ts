@@ -77,13 +77,17 @@ export async function startLocalFleet(o: LocalFleetOptions): Promise<LocalFleet>
   let timer: NodeJS.Timeout | null = null;
   let exited: Promise<void> = Promise.resolve();
 
-  /** `run` when the home holds this instance's identity under this CA; else `join` with a fresh token. */
+  /**
+   * `run` when the home holds this instance's identity under this CA and for this agent URL; else
+   * `join` with a fresh token (a server restarted with another `--agent-port` must not leave its
+   * own host agent dialing the old one).
+   */
   const args = async (): Promise<string[]> => {
     const store = new IdentityStore(home);
     if (store.exists()) {
       try {
         const id = store.load();
-        if (id.agentId === instanceId && id.caSha256 === o.caFingerprint) return ["run", "--home", home];
+        if (id.agentId === instanceId && id.caSha256 === o.caFingerprint && id.serverUrl === o.serverUrl) return ["run", "--home", home];
       } catch {
         // unreadable identity: enroll again
       }
