@@ -15,6 +15,7 @@ import { registerSecret } from "./commands/secret.js";
 import { runServer } from "./commands/server.js";
 import { registerSshProxy } from "./commands/ssh-proxy-command.js";
 import { registerStop } from "./commands/stop.js";
+import { registerUi } from "./commands/ui.js";
 import { EXIT_USAGE, exitCodeForError } from "./exit-codes.js";
 import { CliError, processIO, type CliIO } from "./io.js";
 import { cliVersion } from "./version.js";
@@ -53,6 +54,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void = () => 
   registerSecret(program, io);
   registerProject(program, io);
   registerInit(program, io);
+  registerUi(program, io, setExit);
   registerSshProxy(program, io);
   // Listed for --help; `main` hands `dstack server …` to the server before commander parses it.
   program.command("server").description("run the dstack server in the foreground (dstack server --help for its options)").allowUnknownOption().allowExcessArguments();

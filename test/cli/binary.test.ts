@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 
@@ -44,6 +45,9 @@ describe("the CLI bundle (npm run build:cli)", () => {
       expect(bundled.stdout).toBe(sources.stdout);
       // vm.Script has no loader for an import() of a module outside the bundle: none may remain.
       expect(await readFile(join(out, "dstack.cjs"), "utf8")).not.toMatch(/\bimport\("/);
+      // `dstack ui`'s dashboard is an ES module bundle of its own (Ink loads with a top-level await): it loads.
+      const ui = await run(process.execPath, ["--input-type=module", "-e", `const m = await import(${JSON.stringify(pathToFileURL(join(out, "dstack-ui.mjs")).href)}); console.log(typeof m.uiMain);`], { cwd: root });
+      expect(ui.stdout.trim()).toBe("function");
     },
     120_000,
   );

@@ -44,6 +44,21 @@ export interface RunsTableOptions {
  * with verbose). A single-job run is one row; multi-job runs get a row per job under the run.
  */
 export function formatRunsTable(runs: Run[], opts: RunsTableOptions = {}): string {
+  const { columns, rows, headerStyle } = runsTableRows(runs, opts);
+  return renderTable(columns, rows, { headerStyle });
+}
+
+/**
+ * The runs table as lines (`dstack ui`): the header, and each row with the index (in `runs`) of
+ * the run it belongs to, so a viewer can select runs. Same text as formatRunsTable.
+ */
+export function formatRunsTableLines(runs: Run[], opts: RunsTableOptions = {}): { header: string; rows: { run: number; text: string }[] } {
+  const { columns, rows, owners, headerStyle } = runsTableRows(runs, opts);
+  const [header = "", ...lines] = renderTable(columns, rows, { headerStyle }).replace(/\n$/, "").split("\n");
+  return { header, rows: lines.map((text, i) => ({ run: owners[i]!, text })) };
+}
+
+function runsTableRows(runs: Run[], opts: RunsTableOptions): { columns: Column[]; rows: Row[]; owners: number[]; headerStyle: (s: string) => string } {
   const p = opts.palette ?? noColor;
   const verbose = opts.verbose ?? false;
   const columns: Column[] = [
@@ -58,7 +73,9 @@ export function formatRunsTable(runs: Run[], opts: RunsTableOptions = {}): strin
   ];
   const rows: Row[] = [];
   const date = (t: Parameters<typeof timestampDate>[0] | undefined) => prettyDate(t ? timestampDate(t) : undefined, opts.now);
-  for (const run of runs) {
+  const owners: number[] = [];
+  for (const [index, run] of runs.entries()) {
+    const before = rows.length;
     const finished = isRunFinished(run);
     const runStatus = runStatusText(run);
     const runRow: Record<string, Cell> = {
@@ -100,8 +117,9 @@ export function formatRunsTable(runs: Run[], opts: RunsTableOptions = {}): strin
       rows.push(columns.map((c) => row[c.header] ?? { text: "" }));
     }
     if (jobs.length === 0) rows.push(columns.map((c) => runRow[c.header] ?? { text: "" }));
+    for (let i = before; i < rows.length; i++) owners.push(index);
   }
-  return renderTable(columns, rows, { headerStyle: p.bold });
+  return { columns, rows, owners, headerStyle: p.bold };
 }
 
 /**

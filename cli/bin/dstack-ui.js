@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+// `dstack ui` runs this in a child process: the Ink dashboard (cli/src/ui/main.tsx). Ink's layout
+// engine (yoga-layout) loads with a top-level await, which the CommonJS bundle of `dstack` cannot
+// hold, so the dashboard lives outside it: in build/cli/dstack-ui.mjs (an ES module bundle made by
+// `npm run build:cli`) while every source it was built from is unchanged, else the sources through
+// tsx. Arguments: [--project P].
+import { readFileSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+function freshBundle() {
+  if (process.env.DSTACK_CLI_NO_BUNDLE) return null;
+  try {
+    const { uiInputs } = JSON.parse(readFileSync(join(repo, "build", "cli", "inputs.json"), "utf8"));
+    if (!Array.isArray(uiInputs) || uiInputs.length === 0) return null;
+    for (const i of uiInputs) if (statSync(join(repo, i.path)).mtimeMs !== i.mtimeMs) return null;
+    const bundle = join(repo, "build", "cli", "dstack-ui.mjs");
+    statSync(bundle);
+    return bundle;
+  } catch {
+    return null;
+  }
+}
+
+try {
+  const bundle = freshBundle();
+  let uiMain;
+  if (bundle) ({ uiMain } = await import(pathToFileURL(bundle).href));
+  else {
+    const { register } = await import("tsx/esm/api");
+    register();
+    ({ uiMain } = await import("../src/ui/main.tsx"));
+  }
+  process.exit(await uiMain(process.argv.slice(2)));
+} catch (e) {
+  process.stderr.write(`Unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+}
