@@ -107,7 +107,7 @@ export class Dashboard {
   key(input: string, key: KeyInfo & { meta?: boolean }): void {
     if (this.closed) return;
     // Keys typed faster than a frame (or pasted) come as one string: each is a key.
-    if (input.length > 1 && !key.ctrl && !key.meta) {
+    if (input.length > 1 && !key.ctrl && !key.meta && !key.escape && /^[\x20-\x7e]+$/.test(input)) {
       for (const ch of input) this.key(ch, {});
       return;
     }
