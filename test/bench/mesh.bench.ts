@@ -410,7 +410,9 @@ async function main(): Promise<void> {
     const lingerMs = Math.max(0, 40_000 - (now() - tExit));
     log(`waiting ${(lingerMs / 1000).toFixed(0)} s more: connect-node's keepalive timer fires 30 s after a dead session (connectrpc/connect-es#1795)`);
     await sleep(lingerMs);
-    const crashes = (await all<{ pingOnDestroyed: number }>(agents, { op: "count" })).reduce((s, c) => s + c.pingOnDestroyed, 0);
+    const counted = await all<{ pingOnDestroyed: number; pingTimedOut: number }>(agents, { op: "count" });
+    const crashes = counted.reduce((s, c) => s + c.pingOnDestroyed, 0);
+    const pingTimeouts = counted.reduce((s, c) => s + c.pingTimedOut, 0);
     log(`reconnected ${N - missing}/${N}, last ${(absorbMs / 1000).toFixed(1)} s after listen`);
 
     // ---- table ----
@@ -432,7 +434,7 @@ async function main(): Promise<void> {
       { metric: "restart: listen → all agents accepted again", value: `${(absorbMs / 1000).toFixed(1)} s`, note: `p50 ${(pct(sinceListen, 50) / 1000).toFixed(1)} / p99 ${(pct(sinceListen, 99) / 1000).toFixed(1)} s; ${missing} missing; backoff full jitter 1 s ×2 → 30 s (library default)` },
       { metric: "restart: backoff attempt when accepted", value: [...attempts.entries()].sort((a, b) => a[0] - b[0]).map(([a, n]) => `#${a}:${n}`).join(" "), note: `${dialErrors} failed dials while the server was away` },
       { metric: "server RSS after reconnect (new process)", value: MB(afterRestart.procRss), note: `heap ${MB(afterRestart.heapUsed)}, ${afterRestart.links} links` },
-      { metric: "agents that would have crashed (ping on a destroyed session)", value: `${crashes} / ${N}`, note: "uncaught ERR_HTTP2_INVALID_SESSION from connect-node's keepalive timer within 40 s of the SIGTERM; caught and counted here" },
+      { metric: "agents that would have crashed (ping on a destroyed session)", value: `${crashes + pingTimeouts} / ${N}`, note: `uncaught ERR_HTTP2_INVALID_SESSION from connect-node's keepalive timer within 40 s of the SIGTERM (${crashes}), or its uncaught 'PING timed out' (${pingTimeouts}); caught and counted here` },
       { metric: "agent processes RSS (not the server's)", value: MB(agentRss), note: `${agents.length} processes, ${KB(agentRss / N)}/agent incl. runtime` },
     );
     const load1 = loadavg();

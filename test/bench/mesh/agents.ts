@@ -164,7 +164,7 @@ async function handle(msg: AgentsRequest): Promise<unknown> {
     case "ids":
       return homes.map((h) => new IdentityStore(h).load().agentId);
     case "count":
-      return { connected: links.filter((l) => l?.connected).length, rssBytes: process.memoryUsage().rss, heapUsed: process.memoryUsage().heapUsed, pingOnDestroyed };
+      return { connected: links.filter((l) => l?.connected).length, rssBytes: process.memoryUsage().rss, heapUsed: process.memoryUsage().heapUsed, pingOnDestroyed, pingTimedOut };
     case "close": {
       await Promise.all(links.map((l) => l?.close()));
       exitAfterReply = true;
@@ -186,9 +186,14 @@ process.on("disconnect", () => process.exit(0));
 // destroyed; the timer then throws ERR_HTTP2_INVALID_SESSION out of a setTimeout and would kill
 // the process (connectrpc/connect-es#1795). A real shim dies of it ~30 s after a server restart;
 // here it is counted, so the benchmark can go on and report how often it happened.
+// It also destroys a session whose keepalive PING took longer than pingTimeoutMs (15 s, e.g. a
+// server stalled in shutdown at 10,000 links on loaded cores) with a ConnectError that nothing
+// catches: counted the same way (once it killed every agent process of a run at N = 10,000).
 let pingOnDestroyed = 0;
+let pingTimedOut = 0;
 process.on("uncaughtException", (e: Error & { code?: string }) => {
   if (e.code === "ERR_HTTP2_INVALID_SESSION" && /commonPing|onPingInterval/.test(e.stack ?? "")) pingOnDestroyed++;
+  else if (e.message.includes("PING timed out") && /http2-session-manager/.test(e.stack ?? "")) pingTimedOut++;
   else {
     console.error(e);
     process.exit(1);
