@@ -94,6 +94,13 @@ export class WideWindowSessionManager extends Http2SessionManager {
     if (s && !this.widened.has(s)) {
       this.widened.add(s);
       s.setLocalWindowSize(AGENT_PORT_WINDOWS.connectionBytes);
+      // connect-node removes its own "error" listener when the session leaves its open state, but a
+      // keepalive PING still in flight then may destroy the session with "PING timed out" (a server
+      // stalled past pingTimeoutMs, e.g. in a long shutdown): with no listener left that error is
+      // uncaught and kills the agent (it ended every agent process of a 10,000-agent bench run).
+      // The session is gone either way and the link loop redials; this listener only keeps the
+      // process alive.
+      s.on("error", () => {});
     }
     return stream;
   }
