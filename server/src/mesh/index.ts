@@ -2,6 +2,7 @@
 // wire is plain gRPC and stock gRPC clients work). Enroll is the one call allowed without a client
 // certificate, so TLS asks for one but lets the handshake finish; every other call checks it.
 import http2 from "node:http2";
+import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -147,6 +148,13 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
     handler,
   );
   const sessions = new Set<http2.ServerHttp2Session>();
+  // Every TCP connection, for close(): after a reconnect storm some sockets were left with no
+  // HTTP/2 session (their TLS side torn down mid-way) and server.close() waited for them forever.
+  const sockets = new Set<Socket>();
+  server.on("connection", (c: Socket) => {
+    sockets.add(c);
+    c.once("close", () => sockets.delete(c));
+  });
   server.on("session", (s) => {
     sessions.add(s);
     s.setLocalWindowSize(AGENT_PORT_WINDOWS.connectionBytes);
@@ -184,6 +192,7 @@ export function createMeshServer(o: MeshServerOptions): MeshServer {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Streams never end on their own; drop the sessions so close() does not wait for agents.
       for (const s of sessions) s.destroy();
+      for (const c of sockets) c.destroy();
       await closed;
     },
   };
