@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Client } from "../../cli/src/index.js";
-import { TEST_IMAGES, docker, requireTestImages } from "../helpers/docker.js";
+import { TEST_IMAGES, docker, requireTestImages, removeContainers } from "../helpers/docker.js";
 import { localFleetReady, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { dstack, startCli, waitForOutput, type CliRun } from "./run-cli.js";
 
@@ -52,8 +52,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.stop();
-  // The last run's container may still be on its way out when the server (and its host agent) stops.
-  for (const c of await docker().listContainers({ all: true, filters: { name: ["^/local-"] } }).catch(() => [])) await docker().getContainer(c.Id).remove({ force: true }).catch(() => {});
+  await removeContainers("^/local-");
   if (work) await rm(work, { recursive: true, force: true });
 });
 

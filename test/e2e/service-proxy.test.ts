@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobStatus, JobTerminationReason, RunStatus } from "@dstack/proto/api";
 import { Client } from "../../cli/src/index.js";
 import { dstack, type CliRun } from "../cli/run-cli.js";
-import { TEST_IMAGES, docker, requireTestImages } from "../helpers/docker.js";
+import { TEST_IMAGES, requireTestImages, removeContainers } from "../helpers/docker.js";
 import { freePort, localFleetReady, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { until } from "../helpers/sim-agents.js";
 
@@ -112,7 +112,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.stop();
-  for (const c of await docker().listContainers({ all: true, filters: { name: [SUFFIX] } }).catch(() => [])) await docker().getContainer(c.Id).remove({ force: true }).catch(() => {});
+  await removeContainers(SUFFIX);
   if (work) await rm(work, { recursive: true, force: true });
 }, SLOW);
 

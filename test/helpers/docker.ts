@@ -161,3 +161,12 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
     }),
   ]).finally(() => clearTimeout(timer));
 }
+
+/**
+ * Removes the containers whose names match `name` (Docker's name filter: a substring, or a regex
+ * such as `^/local-`). For a test's clean-up after its server stopped: a run's container may still
+ * be on its way out then, and the engine outlives the test.
+ */
+export async function removeContainers(name: string): Promise<void> {
+  for (const c of await docker().listContainers({ all: true, filters: { name: [name] } }).catch(() => [])) await docker().getContainer(c.Id).remove({ force: true }).catch(() => {});
+}

@@ -10,7 +10,7 @@ import { JobStatus, JobTerminationReason, RunStatus, type Run } from "@dstack/pr
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Client } from "../../cli/src/index.js";
 import { dstack } from "../cli/run-cli.js";
-import { TEST_IMAGES, docker, requireTestImages } from "../helpers/docker.js";
+import { TEST_IMAGES, requireTestImages, removeContainers } from "../helpers/docker.js";
 import { localFleetReady, startTestServer, type ServerEnv, type TestServer } from "../helpers/server.js";
 import { until } from "../helpers/sim-agents.js";
 
@@ -70,8 +70,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.stop();
-  // An aborted run's container may still be on its way out when the server stops: the engine outlives the test.
-  for (const c of await docker().listContainers({ all: true, filters: { name: [SUFFIX] } }).catch(() => [])) await docker().getContainer(c.Id).remove({ force: true }).catch(() => {});
+  await removeContainers(SUFFIX);
   if (work) await rm(work, { recursive: true, force: true });
 });
 
