@@ -24,6 +24,11 @@ function freshBundle() {
   }
 }
 
+// Ink draws only its last frame when it believes it runs under CI (is-in-ci reads CI and
+// CONTINUOUS_INTEGRATION when Ink loads). `dstack ui` runs only on a terminal: it always draws.
+delete process.env.CI;
+delete process.env.CONTINUOUS_INTEGRATION;
+
 try {
   const bundle = freshBundle();
   let uiMain;

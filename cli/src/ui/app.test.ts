@@ -4,11 +4,17 @@ import { PassThrough, Writable } from "node:stream";
 import { RunStatus } from "@dstack/proto/api";
 import { render } from "ink";
 import { createElement } from "react";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { App } from "./app.js";
 import { Dashboard } from "./controller.js";
 import { runUi } from "./main.js";
 import { FakeClient, eventually, fakeFleet, fakeRun } from "./testing/fake-client.js";
+
+// As cli/bin/dstack-ui.js does before Ink loads: under CI Ink would draw only its last frame.
+vi.hoisted(() => {
+  delete process.env.CI;
+  delete process.env.CONTINUOUS_INTEGRATION;
+});
 
 // eslint-disable-next-line no-control-regex
 const plain = (s: string) => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "");
