@@ -4,25 +4,8 @@
 // hold, so the dashboard lives outside it: in build/cli/dstack-ui.mjs (an ES module bundle made by
 // `npm run build:cli`) while every source it was built from is unchanged, else the sources through
 // tsx. Arguments: [--project P].
-import { readFileSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
-
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-
-function freshBundle() {
-  if (process.env.DSTACK_CLI_NO_BUNDLE) return null;
-  try {
-    const { uiInputs } = JSON.parse(readFileSync(join(repo, "build", "cli", "inputs.json"), "utf8"));
-    if (!Array.isArray(uiInputs) || uiInputs.length === 0) return null;
-    for (const i of uiInputs) if (statSync(join(repo, i.path)).mtimeMs !== i.mtimeMs) return null;
-    const bundle = join(repo, "build", "cli", "dstack-ui.mjs");
-    statSync(bundle);
-    return bundle;
-  } catch {
-    return null;
-  }
-}
+import { pathToFileURL } from "node:url";
+import { freshBundle } from "./fresh-bundle.js";
 
 // Ink draws only its last frame when it believes it runs under CI (is-in-ci reads CI and
 // CONTINUOUS_INTEGRATION when Ink loads). `dstack ui` runs only on a terminal: it always draws.
@@ -30,7 +13,7 @@ delete process.env.CI;
 delete process.env.CONTINUOUS_INTEGRATION;
 
 try {
-  const bundle = freshBundle();
+  const bundle = freshBundle("uiInputs", "dstack-ui.mjs");
   let uiMain;
   if (bundle) ({ uiMain } = await import(pathToFileURL(bundle).href));
   else {

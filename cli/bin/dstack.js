@@ -3,23 +3,8 @@
 // also makes a bundle (build/cli/dstack.cjs, with a V8 code cache) that starts several times
 // faster. The bundle is used only while every source it was built from is unchanged; otherwise
 // tsx runs the sources.
-import { readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-
-function freshBundle() {
-  if (process.env.DSTACK_CLI_NO_BUNDLE) return null;
-  try {
-    const { inputs } = JSON.parse(readFileSync(join(repo, "build", "cli", "inputs.json"), "utf8"));
-    for (const i of inputs) if (statSync(join(repo, i.path)).mtimeMs !== i.mtimeMs) return null;
-    return join(repo, "build", "cli", "dstack.cjs");
-  } catch {
-    return null;
-  }
-}
+import { freshBundle } from "./fresh-bundle.js";
 
 // `dstack ps | head`: a reader that went away ends the command quietly, as with any Unix tool.
 for (const stream of [process.stdout, process.stderr]) {
@@ -29,7 +14,7 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-const bundle = freshBundle();
+const bundle = freshBundle("inputs", "dstack.cjs");
 let main;
 if (bundle) ({ main } = createRequire(import.meta.url)("./load-bundle.cjs").loadBundle(bundle));
 else {
