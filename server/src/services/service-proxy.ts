@@ -48,10 +48,8 @@ export class ServiceProxyService {
       await this.projects.authorize(em, user, projectName, "runs.list");
     }
     this.stats?.record(run.id);
-    const jobs = await em.find(Job, { run: run.id }, { orderBy: { submissionNum: "asc" } });
-    const latest = new Map<string, Job>();
-    for (const j of jobs) latest.set(`${j.replicaNum}/${j.jobNum}`, j);
-    const running = [...latest.values()].filter((j) => j.jobNum === 0 && j.status === JobStatus.RUNNING && j.instance);
+    // A running submission is its replica's latest (a retry starts only after the last one ended).
+    const running = await em.find(Job, { run: run.id, jobNum: 0, status: JobStatus.RUNNING, instance: { $ne: null } });
     if (!running.length) throw err("DSTACK_SERVICE_NO_REPLICA", { run: runName, status: enumName(RunStatus, run.status) });
     const job = running[Math.floor(this.random() * running.length)]!;
     const port = (job.jobSpec as unknown as StoredJobSpec).ports[0] ?? config.port.containerPort;
